@@ -1,0 +1,51 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One module per concept; the dependency arrows point one way:
+//   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
+//                                    \-> CPUReference (the exact CPU ground truth)
+let package = Package(
+    name: "comet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "comet", targets: ["comet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Thin Swift bindings of the CUDA driver API and NVRTC, loaded with dlopen:
+        // nothing from CUDA is needed to build.
+        .target(name: "CUDA"),
+        // Exact CPU implementations of every kernel: what the GPU is tested against.
+        .target(name: "CPUReference"),
+        // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
+        .target(
+            name: "Kernels",
+            dependencies: ["CUDA"],
+            exclude: ["cuda"],
+            plugins: ["EmbedKernelSourcesPlugin"]
+        ),
+        // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
+        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference"]),
+        // Benchmarks that time our kernels and the vendor baseline in the same run.
+        .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference"]),
+        .executableTarget(
+            name: "comet",
+            dependencies: [
+                "CUDA", "Kernels", "GPUChecks", "Benchmarks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Build-time tool: turns Sources/Kernels/cuda/*.cu(h) into Swift string literals.
+        .executableTarget(name: "EmbedKernelSources"),
+        .plugin(
+            name: "EmbedKernelSourcesPlugin",
+            capability: .buildTool(),
+            dependencies: ["EmbedKernelSources"]
+        ),
+        .testTarget(name: "CUDATests", dependencies: ["CUDA"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
+        .testTarget(name: "CPUReferenceTests", dependencies: ["CPUReference"]),
+    ]
+)

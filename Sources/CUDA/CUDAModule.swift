@@ -1,0 +1,93 @@
+/// A loaded cubin: the kernels of one source file.
+public final class CUDAModule: @unchecked Sendable {
+    public let context: CUDAContext
+    let handle: Handle
+
+    init(context: CUDAContext, image: [UInt8]) throws {
+        self.context = context
+        try context.bind()
+        var module: Handle?
+        try image.withUnsafeBytes { bytes in
+            try context.driver.check(context.api.cuModuleLoadData(&module, bytes.baseAddress!), "cuModuleLoadData")
+        }
+        handle = module!
+    }
+
+    deinit {
+        _ = context.api.cuCtxSetCurrent(context.handle)
+        _ = context.api.cuModuleUnload(handle)
+    }
+
+    /// The `extern "C"` kernel `name`.
+    public func function(_ name: String) throws -> KernelFunction {
+        try context.bind()
+        var function: Handle?
+        try context.driver.check(context.api.cuModuleGetFunction(&function, handle, name), "cuModuleGetFunction(\(name))")
+        return KernelFunction(module: self, name: name, handle: function!)
+    }
+}
+
+/// A grid or block shape.
+public struct Dim3: Sendable, Equatable {
+    public var x: Int, y: Int, z: Int
+    public init(_ x: Int, _ y: Int = 1, _ z: Int = 1) { self.x = x; self.y = y; self.z = z }
+}
+
+/// One kernel entry point. Launch arguments are typed Swift values laid out exactly as the
+/// kernel's C parameters (`Int32` for `int`, `DevicePointer` for any pointer, `Float`, ...).
+public struct KernelFunction: @unchecked Sendable {
+    public let module: CUDAModule
+    public let name: String
+    let handle: Handle
+
+    /// Allows more than 48 KiB of dynamic shared memory.
+    public func setMaxDynamicSharedMemory(_ bytes: Int) throws {
+        let context = module.context
+        try context.driver.check(
+            context.api.cuFuncSetAttribute(handle, 8, Int32(bytes)), "cuFuncSetAttribute(\(name), MAX_DYNAMIC_SHARED_SIZE_BYTES)")
+    }
+
+    /// Queues the kernel on `stream`. The arguments are packed on the stack: no allocation.
+    public func launch<each Argument: BitwiseCopyable>(
+        grid: Dim3, block: Dim3, sharedMemoryBytes: Int = 0, on stream: CUDAStream,
+        _ arguments: repeat each Argument
+    ) throws {
+        guard grid.x > 0, grid.y > 0, grid.z > 0, block.x > 0, block.y > 0, block.z > 0,
+              grid.x < 1 << 31, grid.y < 1 << 16, grid.z < 1 << 16, block.x * block.y * block.z <= 1024
+        else {
+            throw CUDAError.invalidArgument("launch of \(name): bad grid \(grid) or block \(block)")
+        }
+        var count = 0
+        var bytes = 0
+        for argument in repeat each arguments {
+            bytes = align(bytes, to: alignment(of: argument)) + size(of: argument)
+            count += 1
+        }
+        let context = module.context
+        try withUnsafeTemporaryAllocation(byteCount: max(bytes, 1), alignment: 16) { storage in
+            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(count, 1)) { pointers in
+                var offset = 0
+                var index = 0
+                for argument in repeat each arguments {
+                    offset = align(offset, to: alignment(of: argument))
+                    let slot = storage.baseAddress! + offset
+                    slot.initializeMemory(as: type(of: argument), repeating: argument, count: 1)
+                    pointers[index] = slot
+                    offset += size(of: argument)
+                    index += 1
+                }
+                try context.bind()
+                try context.driver.check(
+                    context.api.cuLaunchKernel(
+                        handle, UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
+                        UInt32(block.x), UInt32(block.y), UInt32(block.z),
+                        UInt32(sharedMemoryBytes), stream.handle, pointers.baseAddress, nil),
+                    "cuLaunchKernel(\(name))")
+            }
+        }
+    }
+}
+
+private func size<T>(of _: T) -> Int { MemoryLayout<T>.size }
+private func alignment<T>(of _: T) -> Int { MemoryLayout<T>.alignment }
+private func align(_ offset: Int, to alignment: Int) -> Int { (offset + alignment - 1) / alignment * alignment }

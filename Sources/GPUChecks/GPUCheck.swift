@@ -1,0 +1,76 @@
+import CUDA
+import CPUReference
+import Kernels
+
+/// What every GPU check gets: the device, its kernels, a stream, and a generator seeded
+/// freshly for each run (the runner prints the seed so that a failure can be replayed).
+public struct GPUCheckEnvironment {
+    public let library: KernelLibrary
+    public let stream: CUDAStream
+    public var random: SplitMix64
+    public var context: CUDAContext { library.context }
+
+    public init(library: KernelLibrary, stream: CUDAStream, seed: UInt64) {
+        self.library = library
+        self.stream = stream
+        self.random = SplitMix64(seed: seed)
+    }
+}
+
+/// A mismatch between a kernel and its reference.
+public struct CheckFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One named GPU check. Its body throws on any mismatch and returns a one-line summary of
+/// what it covered.
+public struct GPUCheck: Sendable {
+    public let name: String
+    let body: @Sendable (inout GPUCheckEnvironment) throws -> String
+
+    public init(_ name: String, _ body: @escaping @Sendable (inout GPUCheckEnvironment) throws -> String) {
+        self.name = name
+        self.body = body
+    }
+
+    /// Every check, in a fixed order.
+    public static let all: [GPUCheck] = DriverChecks.all + CopyChecks.all + Int8GemmChecks.all
+
+    /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
+    /// Prints `PASS`/`FAIL` lines through `log`, and returns the counts.
+    public static func run(
+        _ checks: [GPUCheck], in environment: inout GPUCheckEnvironment, log: (String) -> Void
+    ) -> (passed: Int, failed: Int) {
+        var passed = 0, failed = 0
+        for check in checks {
+            do {
+                let summary = try check.body(&environment)
+                try environment.context.synchronize()  // surfaces asynchronous kernel faults here
+                passed += 1
+                log("PASS \(check.name): \(summary)")
+            } catch {
+                failed += 1
+                log("FAIL \(check.name): \(error)")
+            }
+        }
+        return (passed, failed)
+    }
+}
+
+/// Throws unless `actual` equals `expected` element for element, naming the first mismatch.
+func expectEqual<T: Equatable>(_ actual: [T], _ expected: [T], _ what: String) throws {
+    guard actual.count == expected.count else {
+        throw CheckFailure("\(what): \(actual.count) elements, expected \(expected.count)")
+    }
+    var mismatches = 0
+    var first: Int?
+    for i in actual.indices where actual[i] != expected[i] {
+        mismatches += 1
+        if first == nil { first = i }
+    }
+    if let first {
+        throw CheckFailure(
+            "\(what): \(mismatches) of \(actual.count) elements differ; first at \(first): got \(actual[first]), expected \(expected[first])")
+    }
+}

@@ -1,0 +1,36 @@
+import CUDA
+import Synchronization
+
+/// The kernels of one GPU: compiles (or fetches from the cache) and loads each source file's
+/// module on first use, then hands out its functions.
+public final class KernelLibrary: Sendable {
+    public let context: CUDAContext
+    public let compiler: KernelCompiler
+    /// The NVRTC target of this GPU (`sm_90a` on an H200).
+    public let arch: String
+    private let modules = Mutex<[String: CUDAModule]>([:])
+
+    public init(context: CUDAContext, compiler: KernelCompiler) {
+        self.context = context
+        self.compiler = compiler
+        self.arch = context.device.architecture
+    }
+
+    /// The kernel `name` defined in the embedded file `source`.
+    public func function(_ name: String, in source: String) throws -> KernelFunction {
+        try module(source).function(name)
+    }
+
+    public func module(_ source: String) throws -> CUDAModule {
+        if let module = modules.withLock({ $0[source] }) { return module }
+        guard let unit = KernelSource.named(source), !unit.isHeader else {
+            throw CUDAError.invalidArgument("no kernel source \(source) is embedded")
+        }
+        let module = try context.loadModule(image: compiler.compile(unit, arch: arch).cubin)
+        return modules.withLock { cached in
+            if let existing = cached[source] { return existing }
+            cached[source] = module
+            return module
+        }
+    }
+}

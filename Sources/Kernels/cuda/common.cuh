@@ -1,0 +1,17 @@
+// Shared by every comet kernel. NVRTC offers no C library headers, so the fixed-width
+// types are spelled here.
+#pragma once
+
+typedef signed char int8_t;
+typedef unsigned char uint8_t;
+typedef short int16_t;
+typedef unsigned short uint16_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+
+#define COMET_DEVICE __device__ __forceinline__
+
+// Ceiling division for grid sizes and loop bounds.
+COMET_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

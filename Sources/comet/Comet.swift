@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Comet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "comet",
+        abstract: "Serve LLaMA-family models at W4AxKV4 (FMPQ) with comet's own GPU kernels.",
+        version: "0.1.0",
+        subcommands: [Env.self, Kernels.self, CheckGPU.self, Bench.self]
+    )
+}
