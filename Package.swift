@@ -47,5 +47,7 @@ let package = Package(
         .testTarget(name: "CUDATests", dependencies: ["CUDA"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
         .testTarget(name: "CPUReferenceTests", dependencies: ["CPUReference"]),
+        // Runs the built `comet` binary end to end.
+        .testTarget(name: "CometCLITests", dependencies: ["comet"]),
     ]
 )
