@@ -3,12 +3,11 @@ import CUDA
 /// `copy_bytes` of copy.cu: a device-to-device copy at memory bandwidth.
 public struct CopyKernel: Sendable {
     let function: KernelFunction
-    /// Blocks per launch: enough resident threads on every SM to keep HBM busy.
-    let blocks: Int
+    /// `COPY_THREADS` of copy.cu.
+    static let threads = 128
 
     public init(library: KernelLibrary) throws {
         function = try library.function("copy_bytes", in: "copy.cu")
-        blocks = library.context.device.multiprocessorCount * 8
     }
 
     /// Copies all of `source` into `destination`, which must hold as many elements.
@@ -18,7 +17,8 @@ public struct CopyKernel: Sendable {
         }
         let bytes = source.byteCount
         guard bytes > 0 else { return }
-        let grid = min(blocks, (bytes / 16 + 255) / 256 + 1)
-        try function.launch(grid: Dim3(grid), block: Dim3(256), on: stream, source.pointer, destination.pointer, UInt64(bytes))
+        // One 16-byte vector per thread; at least one block, which also copies the tail.
+        let grid = max(1, (bytes / 16 + Self.threads - 1) / Self.threads)
+        try function.launch(grid: Dim3(grid), block: Dim3(Self.threads), on: stream, source.pointer, destination.pointer, UInt64(bytes))
     }
 }

@@ -2,27 +2,23 @@
 // measured against (DESIGN.md §1: 4.28 TB/s read + write on the H200).
 #include "common.cuh"
 
+// Block size of copy_bytes; the launcher (CopyKernel.swift) uses the same value.
+constexpr int COPY_THREADS = 128;
+
 // Copies `bytes` bytes. Both pointers must be 16-byte aligned (cuMemAlloc gives 256).
-// NOTES: each thread moves UNROLL 16-byte vectors per iteration, all loads issued before the
-// first store, so enough bytes are in flight to cover HBM latency with a grid of a few
-// blocks per SM. The last (bytes % 16) bytes are copied one at a time by block 0.
-extern "C" __global__ void __launch_bounds__(256)
+// NOTES: one 16-byte vector per thread in a grid of ceil(vectors / 128) short-lived blocks.
+// On the H200 this beat every persistent grid-stride variant we tried (4.28 vs at most
+// 3.98 TB/s for 1-8 vectors per thread, 128-1024 threads, 1-256 blocks per SM, with and
+// without streaming cache hints; bench/NOTES.md): the block scheduler then walks memory in
+// address order across all SMs, which keeps DRAM pages open. The last (bytes % 16) bytes
+// are copied one per thread by block 0.
+extern "C" __global__ void __launch_bounds__(COPY_THREADS)
 copy_bytes(const uint8_t* __restrict__ src, uint8_t* __restrict__ dst, uint64_t bytes) {
-    constexpr int UNROLL = 4;
     const uint64_t vectors = bytes / 16;
-    const uint4* s = reinterpret_cast<const uint4*>(src);
-    uint4* d = reinterpret_cast<uint4*>(dst);
-    const uint64_t stride = uint64_t(gridDim.x) * blockDim.x;
-    uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    for (; i + (UNROLL - 1) * stride < vectors; i += UNROLL * stride) {
-        uint4 v[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) v[u] = __ldcs(s + i + u * stride);
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) __stcs(d + i + u * stride, v[u]);
+    const uint64_t i = uint64_t(blockIdx.x) * COPY_THREADS + threadIdx.x;
+    if (i < vectors) {
+        reinterpret_cast<uint4*>(dst)[i] = __ldg(reinterpret_cast<const uint4*>(src) + i);
     }
-    for (; i < vectors; i += stride) d[i] = s[i];
-    if (blockIdx.x == 0) {
-        for (uint64_t b = vectors * 16 + threadIdx.x; b < bytes; b += blockDim.x) dst[b] = src[b];
-    }
+    const uint64_t tail = vectors * 16 + threadIdx.x;
+    if (blockIdx.x == 0 && tail < bytes) dst[tail] = src[tail];
 }
