@@ -19,17 +19,19 @@ let package = Package(
         .target(name: "CUDA"),
         // Exact CPU implementations of every kernel: what the GPU is tested against.
         .target(name: "CPUReference"),
+        // FMPQ formats (layout, INT4/INT8 codes, scales) and the exact W4Ax reference.
+        .target(name: "Quant"),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
-            dependencies: ["CUDA"],
+            dependencies: ["CUDA", "Quant"],
             exclude: ["cuda"],
             plugins: ["EmbedKernelSourcesPlugin"]
         ),
         // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
-        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference"]),
+        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant"]),
         // Benchmarks that time our kernels and the vendor baseline in the same run.
-        .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference"]),
+        .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant"]),
         .executableTarget(
             name: "comet",
             dependencies: [
@@ -47,6 +49,7 @@ let package = Package(
         .testTarget(name: "CUDATests", dependencies: ["CUDA"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
         .testTarget(name: "CPUReferenceTests", dependencies: ["CPUReference"]),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "CPUReference"]),
         // Runs the built `comet` binary end to end.
         .testTarget(name: "CometCLITests", dependencies: ["comet"]),
     ]

@@ -1,0 +1,52 @@
+/// How FMPQ lays out the K (input-channel) dimension of one linear layer.
+///
+/// K is zero-padded to a whole number of blocks. After the layer's channel permutation,
+/// the first `int4Blocks` blocks hold INT4 activations and the last `int8Blocks` hold the
+/// outlier channels in INT8 (DESIGN.md §2), so a GEMM sees an A4 region then an A8 region.
+public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
+    /// Input channels of the layer before padding.
+    public let inputChannels: Int
+    /// Channels per quantization block: 128 (the paper) or 64.
+    public let blockSize: Int
+    /// Blocks quantized to INT8 (the outlier blocks), at the end of K.
+    public let int8Blocks: Int
+
+    public init(inputChannels: Int, blockSize: Int = 128, int8Blocks: Int) throws {
+        guard inputChannels > 0 else { throw QuantError.invalidLayout("input channels must be positive, got \(inputChannels)") }
+        guard blockSize == 64 || blockSize == 128 else {
+            throw QuantError.invalidLayout("block size must be 64 or 128, got \(blockSize)")
+        }
+        let blocks = (inputChannels + blockSize - 1) / blockSize
+        guard (0...blocks).contains(int8Blocks) else {
+            throw QuantError.invalidLayout("\(int8Blocks) INT8 blocks out of \(blocks)")
+        }
+        self.inputChannels = inputChannels
+        self.blockSize = blockSize
+        self.int8Blocks = int8Blocks
+    }
+
+    /// K rounded up to whole blocks; channels past `inputChannels` are zero.
+    public var paddedChannels: Int { blockCount * blockSize }
+    public var blockCount: Int { (inputChannels + blockSize - 1) / blockSize }
+    public var int4Blocks: Int { blockCount - int8Blocks }
+    /// Channels in the A4 region (stored two per byte).
+    public var int4Channels: Int { int4Blocks * blockSize }
+    /// Channels in the A8 region.
+    public var int8Channels: Int { int8Blocks * blockSize }
+    /// Fraction of blocks in INT8 (the paper: under 20%, 16% on average).
+    public var int8Share: Double { Double(int8Blocks) / Double(blockCount) }
+    /// Whether block `b` is an INT8 block.
+    public func isInt8(block b: Int) -> Bool { b >= int4Blocks }
+}
+
+public enum QuantError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalidLayout(String)
+    case shapeMismatch(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidLayout(message): return "invalid FMPQ layout: \(message)"
+        case let .shapeMismatch(message): return "shape mismatch: \(message)"
+        }
+    }
+}
