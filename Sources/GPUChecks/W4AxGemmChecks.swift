@@ -1,0 +1,86 @@
+import CPUReference
+import CUDA
+import Kernels
+import Quant
+
+/// w4ax_gemm.cu against the exact W4Ax reference (Quant.W4AxLinear).
+///
+/// Tolerance: |gpu - ref| <= 2^-8 |ref| + 2^-20 * magnitude, where magnitude is the sum of
+/// |per-block terms|. The first term is the bf16 rounding of the output (half an ulp is 2^-9
+/// relative; doubled for slack); the second covers fp32 sums over blocks taken in another
+/// order (each addition rounds by 2^-24 relative, at most a few dozen blocks).
+enum W4AxGemmChecks {
+    static let all = [shapes, extremes]
+
+    struct Case: CustomStringConvertible {
+        var m: Int, n: Int, k: Int, blockSize: Int, int8Blocks: Int
+        var description: String { "M\(m) N\(n) K\(k) bs\(blockSize) a8=\(int8Blocks)" }
+    }
+
+    /// Random activations with outlier channels and random weights; M across the m-tile
+    /// boundaries, N not a multiple of 16, K with a partial last block.
+    static let shapes = GPUCheck("w4ax_gemm.shapes") { env in
+        let gemm = try W4AxGemm(library: env.library)
+        var cases = [
+            Case(m: 1, n: 16, k: 128, blockSize: 128, int8Blocks: 0),
+            Case(m: 1, n: 512, k: 576, blockSize: 128, int8Blocks: 1),
+            Case(m: 3, n: 200, k: 1024, blockSize: 128, int8Blocks: 2),
+            Case(m: 8, n: 64, k: 2048, blockSize: 128, int8Blocks: 3),
+            Case(m: 9, n: 48, k: 1536, blockSize: 128, int8Blocks: 2),
+            Case(m: 16, n: 96, k: 4096, blockSize: 128, int8Blocks: 5),
+            Case(m: 17, n: 40, k: 640, blockSize: 64, int8Blocks: 2),
+            Case(m: 32, n: 128, k: 576, blockSize: 64, int8Blocks: 2),
+            Case(m: 33, n: 33, k: 384, blockSize: 64, int8Blocks: 1),
+            Case(m: 100, n: 80, k: 1024, blockSize: 128, int8Blocks: 1),
+        ]
+        let bs = Bool.random(using: &env.random) ? 64 : 128
+        let k = Int.random(in: 1...3000, using: &env.random)
+        cases.append(Case(
+            m: Int.random(in: 1...40, using: &env.random), n: Int.random(in: 1...300, using: &env.random), k: k,
+            blockSize: bs, int8Blocks: Int.random(in: 0...(k + bs - 1) / bs, using: &env.random)))
+        for c in cases { try check(gemm, c, env: &env) }
+        return cases.map(\.description).joined(separator: "; ")
+    }
+
+    /// All-A4 and all-A8 activations at full scale in every block.
+    static let extremes = GPUCheck("w4ax_gemm.extremes") { env in
+        let gemm = try W4AxGemm(library: env.library)
+        let cases = [
+            Case(m: 5, n: 64, k: 1024, blockSize: 128, int8Blocks: 0),
+            Case(m: 5, n: 64, k: 1024, blockSize: 128, int8Blocks: 8),
+            Case(m: 12, n: 32, k: 512, blockSize: 64, int8Blocks: 8),
+        ]
+        for c in cases { try check(gemm, c, env: &env) }
+        return cases.map(\.description).joined(separator: "; ")
+    }
+
+    static func check(_ gemm: W4AxGemm, _ c: Case, env: inout GPUCheckEnvironment) throws {
+        let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+        let x = randomValues(c.m * c.k, columns: c.k, outliers: 4, using: &env.random)
+        let w = randomValues(c.n * c.k, columns: c.k, outliers: 0, using: &env.random)
+        let a = try QuantizedActivations(quantizing: x, tokens: c.m, layout: layout)
+        let weights = try Int4Weights(roundingToNearest: w, outputs: c.n, layout: layout)
+        let (expected, magnitude) = try W4AxLinear.referenceWithMagnitude(a, weights)
+
+        let da = try W4AxActivations(a, context: env.context)
+        let dw = try W4AxWeights(weights, context: env.context)
+        let y = try env.context.allocate(BFloat16.self, count: c.m * c.n)
+        try y.fill(byte: 0xFF, on: env.stream)  // poison: bf16 0xFFFF is NaN
+        try gemm(da, dw, into: y, on: env.stream)
+        try env.stream.synchronize()
+        let got = try y.toArray()
+        for i in got.indices {
+            let g = got[i].float, e = expected[i]
+            let tolerance = abs(e) / 256 + magnitude[i] / Float(1 << 20)
+            guard g.isFinite, abs(g - e) <= tolerance else {
+                throw CheckFailure("\(c): Y[\(i / c.n), \(i % c.n)] = \(g), expected \(e) (tolerance \(tolerance))")
+            }
+        }
+    }
+
+    /// Uniform values in [-1, 1], with `outliers` columns 30x larger, like real activations.
+    static func randomValues(_ count: Int, columns: Int, outliers: Int, using random: inout SplitMix64) -> [Float] {
+        let hot = Set((0..<outliers).map { _ in Int.random(in: 0..<columns, using: &random) })
+        return (0..<count).map { i in Float.random(in: -1...1, using: &random) * (hot.contains(i % columns) ? 30 : 1) }
+    }
+}

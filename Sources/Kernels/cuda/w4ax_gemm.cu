@@ -1,0 +1,146 @@
+// W4Ax GEMM, small-M path (decode): Y[M, N] (bf16) = FMPQ activations [M, K] x INT4 weights [N, K]^T.
+//
+//   Y[m, n] = sum over K-blocks b of  int32(A_b[m] . W_b[n]) * scale_a[m, b] * scale_w[n, b]
+//
+// K is FMPQ's padded K: `int4_blocks` A4 blocks (two codes per byte) then `int8_blocks` A8
+// blocks (DESIGN.md §2). Hopper has no INT4 tensor cores, so every product runs on the int8
+// `mma.sync.m16n8k32`: INT4 codes are widened by placing each nibble in the high half of a
+// byte (x16; one shift and one AND per 4 weights), and the 1/16 (or 1/256 for A4 x W4) is
+// folded into the per-block fp32 promotion, which is exact because it is a power of two.
+//
+// Operand roles are swapped (Y^T = W . A^T) so that the 16-row side of the mma is N and the
+// 8-column side is the few tokens of a decode step: no tensor-core work is wasted at M = 1..8.
+//
+// Work split: a block of 8 warps owns 16 output channels (one n-tile) and 8*MT tokens; its
+// warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
+// grid streams the weights once, N/16 blocks wide, with no atomics and no second kernel.
+//
+// Weight layout (made once at load time by W4AxWeights.swift):
+//   [n_tile][k_block][chunk = 64 channels][lane][16 bytes]
+// where the 16 bytes of a lane are two k32 steps of 8 bytes, each two 32-bit words holding
+// this lane's A-fragment codes: word0 nibble 2j = W[g][k0 + 4t + j], nibble 2j+1 = W[g + 8][...];
+// word1 the same at k0 + 16 (g = lane / 4, t = lane % 4; PTX ISA "mma.m16n8k32" fragments).
+// A warp's loads of one chunk are 512 contiguous bytes.
+#include "common.cuh"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+constexpr int W4AX_WARPS = 8;
+
+// Four A4 codes (16 bits, code j in nibble j) -> four int8 lanes holding 16 * code.
+COMET_DEVICE uint32_t widen_a4(uint32_t v) {
+    const uint32_t y = __byte_perm(v, 0, 0x1100);  // bytes [c0c1, c0c1, c2c3, c2c3]
+    return ((y << 4) & 0x00F000F0u) | (y & 0xF000F000u);
+}
+
+COMET_DEVICE void mma_s8_16x8x32(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                 uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int BS, int MT>
+COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
+                               const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
+                               const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
+                               int M, int N, int int4_blocks, int int8_blocks) {
+    constexpr int CHUNKS = BS / 64;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int n_tile = blockIdx.x;
+    const int m0 = blockIdx.z * 8 * MT;
+    const int blocks = int4_blocks + int8_blocks;
+    const int k4 = int4_blocks * BS, k8 = int8_blocks * BS;
+    const int row0 = n_tile * 16 + g;
+
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+
+    for (int kb = warp; kb < blocks; kb += W4AX_WARPS) {
+        const uint4* wp = W + (size_t(n_tile) * blocks + kb) * CHUNKS * 32 + lane;
+        uint4 wv[CHUNKS];
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) wv[c] = __ldg(wp + c * 32);
+        const bool is8 = kb >= int4_blocks;
+        int32_t part[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) part[mt][i] = 0;
+#pragma unroll
+        for (int s = 0; s < BS / 32; ++s) {
+            const uint32_t w0 = (s & 1) ? wv[s / 2].z : wv[s / 2].x;
+            const uint32_t w1 = (s & 1) ? wv[s / 2].w : wv[s / 2].y;
+            const uint32_t a0 = (w0 << 4) & 0xF0F0F0F0u, a1 = w0 & 0xF0F0F0F0u;
+            const uint32_t a2 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
+            const int k0 = kb * BS + s * 32;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int token = m0 + mt * 8 + g;
+                uint32_t b0 = 0, b1 = 0;
+                if (token < M) {
+                    if (is8) {
+                        const int8_t* p = a8 + size_t(token) * k8 + (k0 - k4) + 4 * t;
+                        b0 = __ldg(reinterpret_cast<const uint32_t*>(p));
+                        b1 = __ldg(reinterpret_cast<const uint32_t*>(p + 16));
+                    } else {
+                        const uint8_t* p = a4 + size_t(token) * (k4 / 2) + (k0 + 4 * t) / 2;
+                        b0 = widen_a4(__ldg(reinterpret_cast<const uint16_t*>(p)));
+                        b1 = widen_a4(__ldg(reinterpret_cast<const uint16_t*>(p + 8)));
+                    }
+                }
+                mma_s8_16x8x32(part[mt], a0, a1, a2, a3, b0, b1);
+            }
+        }
+        // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w).
+        const float unwiden = is8 ? 1.f / 16.f : 1.f / 256.f;
+        const float sw0 = __half2float(scale_w[size_t(row0) * blocks + kb]);
+        const float sw1 = __half2float(scale_w[size_t(row0 + 8) * blocks + kb]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int token = m0 + mt * 8 + 2 * t + (i & 1);
+                const float sa = token < M ? scale_a[size_t(token) * blocks + kb] : 0.f;
+                acc[mt][i] += (float(part[mt][i]) * unwiden) * (sa * (i < 2 ? sw0 : sw1));
+            }
+    }
+
+    // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
+    __shared__ float partial[W4AX_WARPS][MT * 4][32];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) partial[warp][mt * 4 + i][lane] = acc[mt][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < MT * 4 * 32; idx += W4AX_WARPS * 32) {
+        const int slot = idx / 32, l = idx % 32;
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < W4AX_WARPS; ++w) sum += partial[w][slot][l];
+        const int mt = slot / 4, i = slot % 4;
+        const int row = n_tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
+        const int token = m0 + mt * 8 + 2 * (l & 3) + (i & 1);
+        if (row < N && token < M) Y[size_t(token) * N + row] = __float2bfloat16_rn(sum);
+    }
+}
+
+// One entry point per (block size, m-tiles) pair; the launcher picks MT from M.
+#define W4AX_SMALL_M(BS, MT)                                                                       \
+    extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT(   \
+        const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,              \
+        const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) { \
+        w4ax_small_m<BS, MT>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);      \
+    }
+W4AX_SMALL_M(128, 1)
+W4AX_SMALL_M(128, 2)
+W4AX_SMALL_M(128, 4)
+W4AX_SMALL_M(64, 1)
+W4AX_SMALL_M(64, 2)
+W4AX_SMALL_M(64, 4)
