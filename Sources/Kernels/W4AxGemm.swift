@@ -27,15 +27,28 @@ public struct W4AxGemm: Sendable {
         guard a.layout == w.layout else {
             throw QuantError.shapeMismatch("activation layout \(a.layout) differs from weight layout \(w.layout)")
         }
-        guard a.tokens > 0, y.count == a.tokens * w.outputs else {
-            throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(w.outputs)")
+        try launch(a, packed: w.packed, scales: w.scales, outputs: w.outputs, into: y, on: stream)
+    }
+
+    /// The launch itself, on raw weight buffers in W4AxWeights' layout (benchmarks time
+    /// random weights this way without a host copy); sizes are checked against `a.layout`.
+    public func launch(
+        _ a: W4AxActivations, packed: DeviceBuffer<UInt8>, scales: DeviceBuffer<Float16>, outputs: Int,
+        into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
+    ) throws {
+        let tiles = (outputs + 15) / 16
+        guard packed.count >= tiles * 16 * a.layout.paddedChannels / 2, scales.count >= tiles * 16 * a.layout.blockCount else {
+            throw QuantError.shapeMismatch("weights of \(packed.count) bytes and \(scales.count) scales for \(outputs) x \(a.layout.paddedChannels)")
+        }
+        guard a.tokens > 0, y.count == a.tokens * outputs else {
+            throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
         }
         let mt = Self.mTiles(forTokens: a.tokens)
         let function = functions["bs\(a.layout.blockSize)_mt\(mt)"]!
-        let grid = Dim3(w.paddedOutputs / 16, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
+        let grid = Dim3(tiles, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
         try function.launch(
             grid: grid, block: Dim3(256), on: stream,
-            w.packed.pointer, w.scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,
-            Int32(a.tokens), Int32(w.outputs), Int32(a.layout.int4Blocks), Int32(a.layout.int8Blocks))
+            packed.pointer, scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,
+            Int32(a.tokens), Int32(outputs), Int32(a.layout.int4Blocks), Int32(a.layout.int8Blocks))
     }
 }

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Benchmarks
+import CUDA
 import FoundationEssentials
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self])
+        subcommands: [Copy.self, Gemm.self])
 
     struct Copy: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -35,6 +36,64 @@ struct Bench: ParsableCommand {
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                     try encoder.encode(result).write(to: URL(filePath: json))
+                }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                throw fail("\(error)")
+            }
+        }
+    }
+
+    struct Gemm: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "W4Ax GEMM against cuBLASLt bf16 and FP8 on Llama-3-8B and -70B linear shapes.")
+
+        @Option(help: "Comma-separated token counts M.")
+        var m = "1,16,64,256,1024,4096,8192"
+
+        @Option(help: "Which shapes: 8b, 70b or all.")
+        var models = "all"
+
+        @Option(help: "Fraction of K-blocks in INT8.")
+        var int8Share = 0.16
+
+        @Flag(help: "Time ours only (no cuBLASLt).")
+        var noBaseline = false
+
+        @Option(help: "Also write the rows as JSON to this file.")
+        var json: String?
+
+        @OptionGroup var gpu: GPUOptions
+
+        var tokenCounts: [Int] { m.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) } }
+
+        func validate() throws {
+            guard !tokenCounts.isEmpty, tokenCounts.allSatisfy({ $0 > 0 && $0 <= 65536 }),
+                  tokenCounts.count == m.split(separator: ",").count
+            else { throw ValidationError("--m takes positive token counts up to 65536, e.g. 1,16,1024") }
+            guard ["8b", "70b", "all"].contains(models) else { throw ValidationError("--models is 8b, 70b or all") }
+            guard (0...1).contains(int8Share) else { throw ValidationError("--int8-share is between 0 and 1") }
+        }
+
+        func run() throws {
+            do {
+                let library = try gpu.makeLibrary()
+                let cublas = noBaseline ? nil : try CuBLASLt.load(search: gpu.librarySearch)
+                let bench = GemmBenchmark(library: library, cublas: cublas, int8Share: int8Share)
+                let shapes = GemmBenchmark.llama3Shapes.filter { models == "all" || $0.model.hasSuffix("-" + models) }
+                var rows: [GemmBenchmark.Row] = []
+                for shape in shapes {
+                    for m in tokenCounts {
+                        rows.append(try bench.run(shape: shape, m: m))
+                        print(GemmBenchmark.table([rows.last!], device: library.context.device.name).split(separator: "\n").last!)
+                    }
+                }
+                print(GemmBenchmark.table(rows, device: library.context.device.name))
+                if let json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    try encoder.encode(rows).write(to: URL(filePath: json))
                 }
             } catch let exit as ExitCode {
                 throw exit
