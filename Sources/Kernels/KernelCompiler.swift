@@ -17,12 +17,16 @@ public final class KernelCompiler: Sendable {
     public var options: [String] {
         var options = ["-std=c++17", "-lineinfo", "-default-device"]
         if let include = nvrtc.includeDirectory { options.append("-I\(include)") }
-        return options
+        return options + extraOptions
     }
 
-    public init(nvrtc: NVRTC, cacheDirectory: String?) {
+    /// Options added after `options`, e.g. `--ptxas-options=-v` for the resource report.
+    public let extraOptions: [String]
+
+    public init(nvrtc: NVRTC, cacheDirectory: String?, extraOptions: [String] = []) {
         self.nvrtc = nvrtc
         self.cacheDirectory = cacheDirectory
+        self.extraOptions = extraOptions
     }
 
     /// Whether a compile came from the cache, and NVRTC's warnings when it did not.

@@ -33,6 +33,9 @@ struct Kernels: ParsableCommand {
         @Flag(help: "Compile even when the cache has the cubin.")
         var force = false
 
+        @Flag(help: "Print ptxas's resource report (registers, shared memory, spills) for every kernel.")
+        var resources = false
+
         @OptionGroup var gpu: GPUOptions
 
         func validate() throws {
@@ -43,7 +46,14 @@ struct Kernels: ParsableCommand {
 
         func run() throws {
             let compiler: KernelCompiler
-            do { compiler = try gpu.makeCompiler() } catch { throw fail("\(error)") }
+            do {
+                let base = try gpu.makeCompiler()
+                compiler = resources
+                    ? KernelCompiler(nvrtc: base.nvrtc, cacheDirectory: base.cacheDirectory, extraOptions: ["--ptxas-options=-v"])
+                    : base
+            } catch {
+                throw fail("\(error)")
+            }
             print("NVRTC \(compiler.nvrtc.versionString) (\(compiler.nvrtc.libraryPath))")
             var failures = 0
             for arch in architectures {

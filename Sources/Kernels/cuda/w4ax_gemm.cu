@@ -42,12 +42,12 @@ COMET_DEVICE void mma_s8_16x8x32(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int BS, int MT>
+template <int BS, int MT, int G>
 COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
                                const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
                                int M, int N, int int4_blocks, int int8_blocks) {
-    constexpr int CHUNKS = BS / 64;
+    constexpr int CHUNKS = BS / 64, STEPS = BS / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int n_tile = blockIdx.x;
@@ -62,54 +62,82 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
 
-    for (int kb = warp; kb < blocks; kb += W4AX_WARPS) {
-        const uint4* wp = W + (size_t(n_tile) * blocks + kb) * CHUNKS * 32 + lane;
-        uint4 wv[CHUNKS];
+    // Each warp takes groups of G consecutive K-blocks. All of a group's weight and
+    // activation loads are issued before the first mma, so G KiB of weights per warp are in
+    // flight at once: decode is bound by memory latency times bytes in flight (Little's law).
+    for (int kb0 = warp * G; kb0 < blocks; kb0 += W4AX_WARPS * G) {
+        uint4 wv[G][CHUNKS];
+        uint32_t bv[G][STEPS][MT][2];
 #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) wv[c] = __ldg(wp + c * 32);
-        const bool is8 = kb >= int4_blocks;
-        int32_t part[MT][4];
+        for (int j = 0; j < G; ++j) {
+            const int kb = kb0 + j;
+            if (kb < blocks) {
+                const uint4* wp = W + (size_t(n_tile) * blocks + kb) * CHUNKS * 32 + lane;
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) part[mt][i] = 0;
-#pragma unroll
-        for (int s = 0; s < BS / 32; ++s) {
-            const uint32_t w0 = (s & 1) ? wv[s / 2].z : wv[s / 2].x;
-            const uint32_t w1 = (s & 1) ? wv[s / 2].w : wv[s / 2].y;
-            const uint32_t a0 = (w0 << 4) & 0xF0F0F0F0u, a1 = w0 & 0xF0F0F0F0u;
-            const uint32_t a2 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
-            const int k0 = kb * BS + s * 32;
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int token = m0 + mt * 8 + g;
-                uint32_t b0 = 0, b1 = 0;
-                if (token < M) {
-                    if (is8) {
-                        const int8_t* p = a8 + size_t(token) * k8 + (k0 - k4) + 4 * t;
-                        b0 = __ldg(reinterpret_cast<const uint32_t*>(p));
-                        b1 = __ldg(reinterpret_cast<const uint32_t*>(p + 16));
-                    } else {
-                        const uint8_t* p = a4 + size_t(token) * (k4 / 2) + (k0 + 4 * t) / 2;
-                        b0 = widen_a4(__ldg(reinterpret_cast<const uint16_t*>(p)));
-                        b1 = widen_a4(__ldg(reinterpret_cast<const uint16_t*>(p + 8)));
-                    }
-                }
-                mma_s8_16x8x32(part[mt], a0, a1, a2, a3, b0, b1);
+                for (int c = 0; c < CHUNKS; ++c) wv[j][c] = __ldg(wp + c * 32);
             }
         }
-        // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w).
-        const float unwiden = is8 ? 1.f / 16.f : 1.f / 256.f;
-        const float sw0 = __half2float(scale_w[size_t(row0) * blocks + kb]);
-        const float sw1 = __half2float(scale_w[size_t(row0 + 8) * blocks + kb]);
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
+        for (int j = 0; j < G; ++j) {
+            const int kb = kb0 + j;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int token = m0 + mt * 8 + 2 * t + (i & 1);
-                const float sa = token < M ? scale_a[size_t(token) * blocks + kb] : 0.f;
-                acc[mt][i] += (float(part[mt][i]) * unwiden) * (sa * (i < 2 ? sw0 : sw1));
+            for (int s = 0; s < STEPS; ++s)
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    const int token = m0 + mt * 8 + g;
+                    const int k0 = kb * BS + s * 32;
+                    uint32_t b0 = 0, b1 = 0;
+                    if (kb < blocks && token < M) {
+                        if (kb >= int4_blocks) {
+                            const int8_t* p = a8 + size_t(token) * k8 + (k0 - k4) + 4 * t;
+                            b0 = __ldg(reinterpret_cast<const uint32_t*>(p));
+                            b1 = __ldg(reinterpret_cast<const uint32_t*>(p + 16));
+                        } else {
+                            const uint8_t* p = a4 + size_t(token) * (k4 / 2) + (k0 + 4 * t) / 2;
+                            b0 = __ldg(reinterpret_cast<const uint16_t*>(p));
+                            b1 = __ldg(reinterpret_cast<const uint16_t*>(p + 8));
+                        }
+                    }
+                    bv[j][s][mt][0] = b0;
+                    bv[j][s][mt][1] = b1;
+                }
+        }
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int kb = kb0 + j;
+            if (kb >= blocks) break;
+            const bool is8 = kb >= int4_blocks;
+            int32_t part[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) part[mt][i] = 0;
+#pragma unroll
+            for (int s = 0; s < STEPS; ++s) {
+                const uint32_t w0 = (s & 1) ? wv[j][s / 2].z : wv[j][s / 2].x;
+                const uint32_t w1 = (s & 1) ? wv[j][s / 2].w : wv[j][s / 2].y;
+                const uint32_t a0 = (w0 << 4) & 0xF0F0F0F0u, a1 = w0 & 0xF0F0F0F0u;
+                const uint32_t a2 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    uint32_t b0 = bv[j][s][mt][0], b1 = bv[j][s][mt][1];
+                    if (!is8) { b0 = widen_a4(b0); b1 = widen_a4(b1); }
+                    mma_s8_16x8x32(part[mt], a0, a1, a2, a3, b0, b1);
+                }
             }
+            // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w).
+            const float unwiden = is8 ? 1.f / 16.f : 1.f / 256.f;
+            const float sw0 = __half2float(scale_w[size_t(row0) * blocks + kb]);
+            const float sw1 = __half2float(scale_w[size_t(row0 + 8) * blocks + kb]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int token = m0 + mt * 8 + 2 * t + (i & 1);
+                    const float sa = token < M ? scale_a[size_t(token) * blocks + kb] : 0.f;
+                    acc[mt][i] += (float(part[mt][i]) * unwiden) * (sa * (i < 2 ? sw0 : sw1));
+                }
+        }
     }
 
     // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
@@ -132,15 +160,17 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 }
 
 // One entry point per (block size, m-tiles) pair; the launcher picks MT from M.
-#define W4AX_SMALL_M(BS, MT)                                                                       \
+// G (K-blocks in flight per warp) trades registers for memory parallelism: 4 KiB of weights
+// per warp at MT = 1, 2 KiB where the activation fragments of more tokens need the registers.
+#define W4AX_SMALL_M(BS, MT, G)                                                                    \
     extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT(   \
         const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,              \
         const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) { \
-        w4ax_small_m<BS, MT>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);      \
+        w4ax_small_m<BS, MT, G>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);   \
     }
-W4AX_SMALL_M(128, 1)
-W4AX_SMALL_M(128, 2)
-W4AX_SMALL_M(128, 4)
-W4AX_SMALL_M(64, 1)
-W4AX_SMALL_M(64, 2)
-W4AX_SMALL_M(64, 4)
+W4AX_SMALL_M(128, 1, 4)
+W4AX_SMALL_M(128, 2, 2)
+W4AX_SMALL_M(128, 4, 1)
+W4AX_SMALL_M(64, 1, 8)
+W4AX_SMALL_M(64, 2, 4)
+W4AX_SMALL_M(64, 4, 2)
