@@ -6,7 +6,7 @@ public struct W4AxWeights: Sendable {
     public let layout: FMPQLayout
     /// N, the output channels (the device copy is padded to whole 16-row tiles with zeros).
     public let outputs: Int
-    /// [n_tile][k_block][chunk][lane][16 bytes]; see w4ax_gemm.cu.
+    /// [k_block][n_tile][chunk][lane][16 bytes]; see w4ax_gemm.cu.
     public let packed: DeviceBuffer<UInt8>
     /// [paddedOutputs, blockCount] fp16 scales; padding rows are zero.
     public let scales: DeviceBuffer<Float16>
@@ -25,32 +25,35 @@ public struct W4AxWeights: Sendable {
         try scales.copy(from: paddedScales)
     }
 
-    /// The kernel layout of `weights`: for each 16-row tile, K-block, 64-channel chunk and
-    /// lane, two k32 steps of two words; word0's nibble 2j is W[g][k0 + 4t + j] and nibble
-    /// 2j + 1 is W[g + 8][k0 + 4t + j]; word1 is the same at k0 + 16 (g = lane / 4, t = lane % 4).
+    /// The kernel layout of `weights` (w4ax_gemm.cu): [k_block][n_tile][chunk][lane][16 bytes].
+    /// A chunk is two k32 steps s; each step is two words h; word h of lane (g = lane / 4,
+    /// t = lane % 4) holds in nibble 2j the code W[g][c] and in nibble 2j + 1 the code
+    /// W[g + 8][c], for the channel c = (BS/4) t + 8 s + 4 h + j of the K-block.
     public static func pack(_ weights: Int4Weights) -> [UInt8] {
         let layout = weights.layout
+        let bs = layout.blockSize
         let tiles = (weights.outputs + 15) / 16
-        let kp = layout.paddedChannels
-        var out = [UInt8](repeating: 0, count: tiles * 16 * kp / 2)
-        func code(_ row: Int, _ k: Int) -> UInt8 {
-            row < weights.outputs ? UInt8(truncatingIfNeeded: weights.code(output: row, channel: k)) & 0x0F : 0
+        var out = [UInt8](repeating: 0, count: tiles * 16 * layout.paddedChannels / 2)
+        func code(_ row: Int, _ k: Int) -> UInt32 {
+            row < weights.outputs ? UInt32(UInt8(truncatingIfNeeded: weights.code(output: row, channel: k)) & 0x0F) : 0
         }
         var offset = 0
-        for tile in 0..<tiles {
-            for k64 in stride(from: 0, to: kp, by: 64) {  // blocks are whole chunks, in order
-                for lane in 0..<32 {
-                    let g = lane / 4, t = lane % 4
-                    for step in 0..<2 {
-                        for half in 0..<2 {  // word0 then word1
-                            let k0 = k64 + step * 32 + half * 16 + 4 * t
-                            var word: UInt32 = 0
-                            for j in 0..<4 {
-                                word |= UInt32(code(tile * 16 + g, k0 + j)) << (8 * j)
-                                word |= UInt32(code(tile * 16 + g + 8, k0 + j)) << (8 * j + 4)
+        for block in 0..<layout.blockCount {
+            for tile in 0..<tiles {
+                for chunk in 0..<bs / 64 {
+                    for lane in 0..<32 {
+                        let g = lane / 4, t = lane % 4
+                        for step in 2 * chunk..<2 * chunk + 2 {
+                            for h in 0..<2 {
+                                let c0 = block * bs + (bs / 4) * t + 8 * step + 4 * h
+                                var word: UInt32 = 0
+                                for j in 0..<4 {
+                                    word |= code(tile * 16 + g, c0 + j) << (8 * j)
+                                    word |= code(tile * 16 + g + 8, c0 + j) << (8 * j + 4)
+                                }
+                                for byte in 0..<4 { out[offset + byte] = UInt8(truncatingIfNeeded: word >> (8 * byte)) }
+                                offset += 4
                             }
-                            for byte in 0..<4 { out[offset + byte] = UInt8(truncatingIfNeeded: word >> (8 * byte)) }
-                            offset += 4
                         }
                     }
                 }

@@ -15,12 +15,19 @@
 // warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
 // grid streams the weights once, N/16 blocks wide, with no atomics and no second kernel.
 //
+// Channel order inside a K-block: the mma's k index (step s, half h, lane t, byte j) is bound
+// to channel c = (BS/4) t + 8 s + 4 h + j of the block, so that each lane's activation codes
+// for a whole block are contiguous (one or two 16-byte loads instead of 2 * BS/32 small ones).
+// Any bijection works as long as A and W agree: the activations stay in plain channel order
+// and the weight packing (W4AxWeights.swift) applies the binding.
+//
 // Weight layout (made once at load time by W4AxWeights.swift):
-//   [n_tile][k_block][chunk = 64 channels][lane][16 bytes]
-// where the 16 bytes of a lane are two k32 steps of 8 bytes, each two 32-bit words holding
-// this lane's A-fragment codes: word0 nibble 2j = W[g][k0 + 4t + j], nibble 2j+1 = W[g + 8][...];
-// word1 the same at k0 + 16 (g = lane / 4, t = lane % 4; PTX ISA "mma.m16n8k32" fragments).
-// A warp's loads of one chunk are 512 contiguous bytes.
+//   [k_block][n_tile][chunk = 2 k32 steps][lane][16 bytes]
+// K-block outermost, so that the blocks running at one moment (consecutive n-tiles, warps at
+// the same phase) read neighbouring addresses: DRAM pages stay open (see bench/NOTES.md, copy).
+// The 16 bytes of a lane are two k32 steps of two 32-bit words; word h of step s holds nibble
+// 2j = W[g][c] and nibble 2j + 1 = W[g + 8][c] for c bound to (s, h, t, j) as above
+// (g = lane / 4, t = lane % 4; PTX ISA "mma.m16n8k32" fragments).
 #include "common.cuh"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -32,6 +39,9 @@ COMET_DEVICE uint32_t widen_a4(uint32_t v) {
     const uint32_t y = __byte_perm(v, 0, 0x1100);  // bytes [c0c1, c0c1, c2c3, c2c3]
     return ((y << 4) & 0x00F000F0u) | (y & 0xF000F000u);
 }
+
+// Component i (0..3) of a uint4; i is a compile-time constant after unrolling.
+COMET_DEVICE uint32_t word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 COMET_DEVICE void mma_s8_16x8x32(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                  uint32_t b0, uint32_t b1) {
@@ -67,40 +77,33 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
     // flight at once: decode is bound by memory latency times bytes in flight (Little's law).
     for (int kb0 = warp * G; kb0 < blocks; kb0 += W4AX_WARPS * G) {
         uint4 wv[G][CHUNKS];
-        uint32_t bv[G][STEPS][MT][2];
-#pragma unroll
-        for (int j = 0; j < G; ++j) {
-            const int kb = kb0 + j;
-            if (kb < blocks) {
-                const uint4* wp = W + (size_t(n_tile) * blocks + kb) * CHUNKS * 32 + lane;
-#pragma unroll
-                for (int c = 0; c < CHUNKS; ++c) wv[j][c] = __ldg(wp + c * 32);
-            }
-        }
+        // This lane's activation codes of each block: BS/4 bytes (A8) or BS/8 bytes (A4).
+        uint4 av[G][MT][BS / 64];
 #pragma unroll
         for (int j = 0; j < G; ++j) {
             const int kb = kb0 + j;
 #pragma unroll
-            for (int s = 0; s < STEPS; ++s)
+            for (int mt = 0; mt < MT; ++mt) {
+                const int token = m0 + mt * 8 + g;
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    const int token = m0 + mt * 8 + g;
-                    const int k0 = kb * BS + s * 32;
-                    uint32_t b0 = 0, b1 = 0;
-                    if (kb < blocks && token < M) {
-                        if (kb >= int4_blocks) {
-                            const int8_t* p = a8 + size_t(token) * k8 + (k0 - k4) + 4 * t;
-                            b0 = __ldg(reinterpret_cast<const uint32_t*>(p));
-                            b1 = __ldg(reinterpret_cast<const uint32_t*>(p + 16));
+                for (int v = 0; v < BS / 64; ++v) av[j][mt][v] = make_uint4(0, 0, 0, 0);
+                if (kb < blocks && token < M) {
+                    if (kb >= int4_blocks) {
+                        const uint4* p = reinterpret_cast<const uint4*>(
+                            a8 + size_t(token) * k8 + (kb - int4_blocks) * BS + (BS / 4) * t);
+#pragma unroll
+                        for (int v = 0; v < BS / 64; ++v) av[j][mt][v] = __ldg(p + v);
+                    } else {
+                        const uint8_t* p = a4 + size_t(token) * (k4 / 2) + kb * (BS / 2) + (BS / 8) * t;
+                        if (BS == 128) {
+                            av[j][mt][0] = __ldg(reinterpret_cast<const uint4*>(p));
                         } else {
-                            const uint8_t* p = a4 + size_t(token) * (k4 / 2) + (k0 + 4 * t) / 2;
-                            b0 = __ldg(reinterpret_cast<const uint16_t*>(p));
-                            b1 = __ldg(reinterpret_cast<const uint16_t*>(p + 8));
+                            const uint2 h = __ldg(reinterpret_cast<const uint2*>(p));
+                            av[j][mt][0] = make_uint4(h.x, h.y, 0, 0);
                         }
                     }
-                    bv[j][s][mt][0] = b0;
-                    bv[j][s][mt][1] = b1;
                 }
+            }
         }
 #pragma unroll
         for (int j = 0; j < G; ++j) {
@@ -120,8 +123,15 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
                 const uint32_t a2 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
-                    uint32_t b0 = bv[j][s][mt][0], b1 = bv[j][s][mt][1];
-                    if (!is8) { b0 = widen_a4(b0); b1 = widen_a4(b1); }
+                    uint32_t b0, b1;
+                    if (is8) {  // words 2s and 2s + 1 of the lane's BS/4 bytes
+                        b0 = word(av[j][mt][s / 2], (2 * s) % 4);
+                        b1 = word(av[j][mt][s / 2], (2 * s + 1) % 4);
+                    } else {    // halfwords 2s and 2s + 1 of the lane's BS/8 bytes
+                        const uint32_t w = word(av[j][mt][0], s);
+                        b0 = widen_a4(w & 0xFFFFu);
+                        b1 = widen_a4(w >> 16);
+                    }
                     mma_s8_16x8x32(part[mt], a0, a1, a2, a3, b0, b1);
                 }
             }
