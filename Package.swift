@@ -47,7 +47,7 @@ let package = Package(
             dependencies: ["EmbedKernelSources"]
         ),
         .testTarget(name: "CUDATests", dependencies: ["CUDA"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA", "Quant", "CPUReference"]),
         .testTarget(name: "CPUReferenceTests", dependencies: ["CPUReference"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "CPUReference"]),
         // Runs the built `comet` binary end to end.

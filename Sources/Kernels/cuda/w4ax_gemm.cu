@@ -77,6 +77,15 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
     // flight at once: decode is bound by memory latency times bytes in flight (Little's law).
     for (int kb0 = warp * G; kb0 < blocks; kb0 += W4AX_WARPS * G) {
         uint4 wv[G][CHUNKS];
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int kb = kb0 + j;
+            if (kb < blocks) {
+                const uint4* wp = W + (size_t(kb) * gridDim.x + n_tile) * CHUNKS * 32 + lane;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) wv[j][c] = __ldg(wp + c * 32);
+            }
+        }
         // This lane's activation codes of each block: BS/4 bytes (A8) or BS/8 bytes (A4).
         uint4 av[G][MT][BS / 64];
 #pragma unroll
