@@ -19,6 +19,8 @@ let package = Package(
         .target(name: "CUDA"),
         // Exact CPU implementations of every kernel: what the GPU is tested against.
         .target(name: "CPUReference"),
+        // The model file (GGUF reader, dequantization), its config, tokenizers and chat templates.
+        .target(name: "Model"),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
@@ -49,5 +51,7 @@ let package = Package(
         .testTarget(name: "CPUReferenceTests", dependencies: ["CPUReference"]),
         // Runs the built `comet` binary end to end.
         .testTarget(name: "CometCLITests", dependencies: ["comet"]),
+        // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
+        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
     ]
 )
