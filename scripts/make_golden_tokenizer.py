@@ -104,19 +104,26 @@ def test_strings() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 
-def smollm2_tokenizer(reader: GGUFReader) -> Tokenizer:
+def smollm2_tokenizer(reader: GGUFReader, llama3: bool = False) -> Tokenizer:
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     merges = reader.fields["tokenizer.ggml.merges"].contents()
     types = reader.fields["tokenizer.ggml.token_type"].contents()
     assert reader.fields["tokenizer.ggml.pre"].contents() == "smollm"
     bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)},
-                     merges=[tuple(m.split(" ", 1)) for m in merges], ignore_merges=False)
+                     merges=[tuple(m.split(" ", 1)) for m in merges], ignore_merges=llama3)
     tok = Tokenizer(bpe)
-    # As in SmolLM2's tokenizer.json.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    if llama3:
+        # As in Llama 3's tokenizer.json.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        # As in SmolLM2's tokenizer.json.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, ty in zip(tokens, types) if ty == 3])
@@ -139,6 +146,13 @@ def main() -> None:
     write("smollm2_tokenizer.json", {
         "oracle": "tokenizers (HF) from the GGUF vocab/merges; Digits(individual) + ByteLevel",
         "cases": cases})
+
+    # The same vocab under Llama 3's pre-tokenizer and BPE option ignore_merges (a piece that is a token is
+    # taken whole): no Llama 3 vocab is reachable, but this runs both code paths against HF.
+    llama3 = smollm2_tokenizer(reader, llama3=True)
+    write("smollm2_vocab_llama3_rules.json", {
+        "oracle": "tokenizers (HF): SmolLM2 vocab/merges, Split(Llama 3 regex) + ByteLevel(use_regex=False), ignore_merges",
+        "cases": [{"text": s, "ids": llama3.encode(s, add_special_tokens=False).ids} for s in strings[::2]]})
 
     # Pre-tokenizer pieces of the three patterns (every 3rd string keeps the file small).
     split = lambda pattern: pre_tokenizers.Split(Regex(pattern), behavior="isolated")

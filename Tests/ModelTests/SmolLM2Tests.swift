@@ -105,6 +105,23 @@ struct SmolLM2Tests {
         #expect(mismatches == 0, "\(mismatches) of \(golden.cases.count) strings tokenize differently")
     }
 
+    /// No Llama 3 vocab is reachable: SmolLM2's vocab under Llama 3's rules (regex + ignore_merges)
+    /// runs those code paths against HF instead.
+    @Test func llama3RulesMatchHuggingFace() throws {
+        let gguf = try TestAssets.requireSmolLM2()
+        let tokenizer = try ByteLevelBPETokenizer(
+            tokens: required(gguf.strings("tokenizer.ggml.tokens"), ""), merges: required(gguf.strings("tokenizer.ggml.merges"), ""),
+            types: tokenTypes(gguf), preTokenizer: .llama3, bosTokenID: 1, eosTokenID: 2)
+        let golden = try Fixtures.load("smollm2_vocab_llama3_rules.json", as: Fixtures.TokenizerCases.self)
+        #expect(golden.cases.count >= 500)
+        var mismatches = 0
+        for c in golden.cases where tokenizer.encode(c.text) != c.ids {
+            mismatches += 1
+            if mismatches <= 10 { Issue.record("encode(\(c.text.debugDescription)) = \(tokenizer.encode(c.text)), HF: \(c.ids)") }
+        }
+        #expect(mismatches == 0)
+    }
+
     @Test func specialTokensAreTextWithoutParseSpecial() throws {
         let tokenizer = try makeTokenizer(gguf: TestAssets.requireSmolLM2())
         let text = "<|im_start|>user\nhi<|im_end|>"
@@ -158,4 +175,11 @@ struct SmolLM2Tests {
         #expect(tokenizer.decode(ids) == long)
         #expect(longElapsed < .seconds(5))
     }
+}
+
+/// CI sets COMET_REQUIRE_ASSETS=1 after running scripts/fetch-test-assets.sh, so that a missing
+/// asset fails there instead of silently skipping the real-model tests.
+@Test func assetsArePresentWhenRequired() {
+    guard ProcessInfo.processInfo.environment["COMET_REQUIRE_ASSETS"] == "1" else { return }
+    #expect(TestAssets.smolLM2Path != nil, TestAssets.missingSmolLM2)
 }
