@@ -31,6 +31,42 @@ public struct ModelConfig: Sendable, Equatable {
     public var bosTokenID: Int32?
     public var eosTokenID: Int32?
 
+    /// A config given field by field (synthetic models, tests); call `validate()` before use.
+    public init(
+        architecture: String = "llama", vocabularySize: Int, dim: Int, layerCount: Int, headCount: Int,
+        kvHeadCount: Int, headDim: Int, ffnDim: Int, ropeBase: Double, ropeDimensions: Int? = nil,
+        ropeScaling: RoPEScaling = .none, ropeConvention: RoPEConvention = .adjacentPairs, rmsNormEpsilon: Double = 1e-5,
+        contextLength: Int, tiedEmbeddings: Bool = false, bosTokenID: Int32? = nil, eosTokenID: Int32? = nil
+    ) {
+        self.architecture = architecture
+        self.vocabularySize = vocabularySize
+        self.dim = dim
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.kvHeadCount = kvHeadCount
+        self.headDim = headDim
+        self.ffnDim = ffnDim
+        self.ropeBase = ropeBase
+        self.ropeDimensions = ropeDimensions ?? headDim
+        self.ropeScaling = ropeScaling
+        self.ropeConvention = ropeConvention
+        self.rmsNormEpsilon = rmsNormEpsilon
+        self.contextLength = contextLength
+        self.tiedEmbeddings = tiedEmbeddings
+        self.bosTokenID = bosTokenID
+        self.eosTokenID = eosTokenID
+    }
+
+    /// Llama-3-8B's shape (the performance model of DESIGN.md §4; weights are made from a seed).
+    public static let llama3_8B = ModelConfig(
+        vocabularySize: 128_256, dim: 4096, layerCount: 32, headCount: 32, kvHeadCount: 8, headDim: 128,
+        ffnDim: 14336, ropeBase: 500_000, contextLength: 8192, bosTokenID: 128_000, eosTokenID: 128_009)
+
+    /// Llama-3-70B's shape.
+    public static let llama3_70B = ModelConfig(
+        vocabularySize: 128_256, dim: 8192, layerCount: 80, headCount: 64, kvHeadCount: 8, headDim: 128,
+        ffnDim: 28672, ropeBase: 500_000, contextLength: 8192, bosTokenID: 128_000, eosTokenID: 128_009)
+
     /// Reads and validates the config of a `llama`-architecture GGUF.
     public init(gguf: GGUFFile) throws {
         let arch = try required(gguf.string("general.architecture"), "general.architecture")

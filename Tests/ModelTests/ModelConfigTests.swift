@@ -39,6 +39,18 @@ import Testing
         #expect(c.expectedTensorShapes.contains { $0.name == "blk.1.attn_k.weight" && $0.shape == [256, 64] })
     }
 
+    @Test func performanceModelShapesAreValid() throws {
+        for c in [ModelConfig.llama3_8B, .llama3_70B] {
+            try c.validate()
+            #expect(c.headCount * c.headDim == c.dim)
+        }
+        #expect(ModelConfig.llama3_8B.expectedTensorShapes.count == 2 + 32 * 9 + 1)
+        expectModelError({ try ModelConfig(vocabularySize: 10, dim: 64, layerCount: 1, headCount: 4, kvHeadCount: 4,
+                                           headDim: 15, ffnDim: 64, ropeBase: 1e4, contextLength: 16).validate() }) {
+            $0.description.contains("head dimension 15")
+        }
+    }
+
     @Test func ropeScalingKeys() throws {
         #expect(try config { $0["llama.rope.scaling.type"] = .string("linear"); $0["llama.rope.scaling.factor"] = .float32(4) }
             .ropeScaling == .linear(factor: 4))
