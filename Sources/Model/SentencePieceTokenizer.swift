@@ -129,6 +129,8 @@ public struct SentencePieceTokenizer: Tokenizer {
         scalarTokens[scalar] ?? -2 - Int32(bitPattern: scalar.value)
     }
 
+    /// Appends the token of a final symbol: itself, or the bytes of an unknown code point (the
+    /// unknown token when the vocabulary has no byte tokens; nothing when it has neither).
     private func appendToken(of symbol: Int32, to output: inout [Int32]) {
         if symbol >= 0 { output.append(symbol); return }
         let scalar = Unicode.Scalar(UInt32(bitPattern: -2 - symbol))!
