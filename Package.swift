@@ -21,6 +21,8 @@ let package = Package(
         .target(name: "CPUReference"),
         // FMPQ formats (layout, INT4/INT8 codes, scales) and the exact W4Ax reference.
         .target(name: "Quant"),
+        // The model file (GGUF reader, dequantization), its config, tokenizers and chat templates.
+        .target(name: "Model"),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
@@ -52,5 +54,7 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["Quant", "CPUReference"]),
         // Runs the built `comet` binary end to end.
         .testTarget(name: "CometCLITests", dependencies: ["comet"]),
+        // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
+        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
     ]
 )

