@@ -62,7 +62,7 @@ public struct GemmBenchmark {
         for _ in 0..<copies {
             let packed = try context.allocate(UInt8.self, count: weightBytes)
             try fillRandom(packed, on: stream) { random.bytes($0) }
-            let scales = try context.allocate(Float16.self, count: shape.n * blocks)
+            let scales = try context.allocate(Float16.self, count: (shape.n + 15) / 16 * 16 * blocks)
             try fillRandom(scales, on: stream) { n in (0..<n).map { _ in Float16(Float.random(in: 0.001...0.01, using: &random)) } }
             weights.append(W4AxWeightsView(packed: packed, scales: scales))
         }

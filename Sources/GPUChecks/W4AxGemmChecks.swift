@@ -32,6 +32,10 @@ enum W4AxGemmChecks {
             Case(m: 32, n: 128, k: 576, blockSize: 64, int8Blocks: 2),
             Case(m: 33, n: 33, k: 384, blockSize: 64, int8Blocks: 1),
             Case(m: 100, n: 80, k: 1024, blockSize: 128, int8Blocks: 1),
+            // N of at least 4 tiles per SM selects two n-tiles per warp; a partial last tile.
+            Case(m: 3, n: 8470, k: 384, blockSize: 128, int8Blocks: 1),
+            Case(m: 20, n: 8452, k: 256, blockSize: 64, int8Blocks: 2),
+            Case(m: 40, n: 8464, k: 128, blockSize: 128, int8Blocks: 0),
         ]
         let bs = Bool.random(using: &env.random) ? 64 : 128
         let k = Int.random(in: 1...3000, using: &env.random)

@@ -4,18 +4,27 @@ import Quant
 /// The W4Ax GEMM of w4ax_gemm.cu: Y[M, N] (bf16) = activations [M, K] x weights [N, K]^T,
 /// picking the entry point for the block size and the number of tokens.
 public struct W4AxGemm: Sendable {
-    /// Keyed by "bs\(blockSize)_mt\(mTiles)".
+    /// Keyed by the entry point's suffix, "bs\(blockSize)_mt\(mTiles)_nt\(nTiles)".
     let functions: [String: KernelFunction]
+    let multiprocessors: Int
 
     public init(library: KernelLibrary) throws {
         var functions: [String: KernelFunction] = [:]
         for bs in [64, 128] {
             for mt in [1, 2, 4] {
-                functions["bs\(bs)_mt\(mt)"] = try library.function("w4ax_small_m_bs\(bs)_mt\(mt)", in: "w4ax_gemm.cu")
+                for nt in [1, 2] {
+                    let key = "bs\(bs)_mt\(mt)_nt\(nt)"
+                    functions[key] = try library.function("w4ax_small_m_\(key)", in: "w4ax_gemm.cu")
+                }
             }
         }
         self.functions = functions
+        multiprocessors = library.context.device.multiprocessorCount
     }
+
+    /// n-tiles per warp: 2 (activation work shared by two tiles) when that still leaves at
+    /// least two blocks per SM, else 1.
+    func nTiles(forTiles tiles: Int) -> Int { tiles >= 4 * multiprocessors ? 2 : 1 }
 
     /// 8-token m-tiles per block: the fewest that cover M, up to 4 (32 tokens); larger M is
     /// covered by more blocks along the grid's z.
@@ -37,15 +46,15 @@ public struct W4AxGemm: Sendable {
         into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
     ) throws {
         let tiles = (outputs + 15) / 16
-        guard packed.count >= tiles * 16 * a.layout.paddedChannels / 2, scales.count >= tiles * 16 * a.layout.blockCount else {
+        guard packed.count >= tiles * 16 * a.layout.paddedChannels / 2, scales.count == tiles * 16 * a.layout.blockCount else {
             throw QuantError.shapeMismatch("weights of \(packed.count) bytes and \(scales.count) scales for \(outputs) x \(a.layout.paddedChannels)")
         }
         guard a.tokens > 0, y.count == a.tokens * outputs else {
             throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
         }
-        let mt = Self.mTiles(forTokens: a.tokens)
-        let function = functions["bs\(a.layout.blockSize)_mt\(mt)"]!
-        let grid = Dim3(tiles, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
+        let mt = Self.mTiles(forTokens: a.tokens), nt = nTiles(forTiles: tiles)
+        let function = functions["bs\(a.layout.blockSize)_mt\(mt)_nt\(nt)"]!
+        let grid = Dim3((tiles + nt - 1) / nt, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
         try function.launch(
             grid: grid, block: Dim3(256), on: stream,
             packed.pointer, scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,

@@ -8,7 +8,7 @@ public struct W4AxWeights: Sendable {
     public let outputs: Int
     /// [k_block][n_tile][chunk][lane][16 bytes]; see w4ax_gemm.cu.
     public let packed: DeviceBuffer<UInt8>
-    /// [paddedOutputs, blockCount] fp16 scales; padding rows are zero.
+    /// fp16 scales in the tile layout [k_block][n_tile][16 rows]; padding rows are zero.
     public let scales: DeviceBuffer<Float16>
 
     public var paddedOutputs: Int { (outputs + 15) / 16 * 16 }
@@ -19,10 +19,21 @@ public struct W4AxWeights: Sendable {
         let host = W4AxWeights.pack(weights)
         packed = try context.allocate(UInt8.self, count: host.count)
         try packed.copy(from: host)
-        var paddedScales = weights.scales
-        paddedScales += [Float16](repeating: 0, count: ((outputs + 15) / 16 * 16 - outputs) * layout.blockCount)
-        scales = try context.allocate(Float16.self, count: paddedScales.count)
-        try scales.copy(from: paddedScales)
+        let tiledScales = W4AxWeights.packScales(weights)
+        scales = try context.allocate(Float16.self, count: tiledScales.count)
+        try scales.copy(from: tiledScales)
+    }
+
+    /// The scales in the kernel's tile layout [k_block][n_tile][16 rows], zero past N.
+    public static func packScales(_ weights: Int4Weights) -> [Float16] {
+        let tiles = (weights.outputs + 15) / 16, blocks = weights.layout.blockCount
+        var out = [Float16](repeating: 0, count: blocks * tiles * 16)
+        for block in 0..<blocks {
+            for row in 0..<weights.outputs {
+                out[(block * tiles + row / 16) * 16 + row % 16] = weights.scales[row * blocks + block]
+            }
+        }
+        return out
     }
 
     /// The kernel layout of `weights` (w4ax_gemm.cu): [k_block][n_tile][chunk][lane][16 bytes].

@@ -11,9 +11,10 @@
 // Operand roles are swapped (Y^T = W . A^T) so that the 16-row side of the mma is N and the
 // 8-column side is the few tokens of a decode step: no tensor-core work is wasted at M = 1..8.
 //
-// Work split: a block of 8 warps owns 16 output channels (one n-tile) and 8*MT tokens; its
+// Work split: a block of 8 warps owns NT n-tiles of 16 output channels and 8*MT tokens; its
 // warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
-// grid streams the weights once, N/16 blocks wide, with no atomics and no second kernel.
+// grid streams the weights once, N/(16 NT) blocks wide, with no atomics and no second kernel.
+// Weight scales are fp16 in the tile layout [k_block][n_tile][16 rows].
 //
 // Channel order inside a K-block: the mma's k index (step s, half h, lane t, byte j) is bound
 // to channel c = (BS/4) t + 8 s + 4 h + j of the block, so that each lane's activation codes
@@ -52,7 +53,7 @@ COMET_DEVICE void mma_s8_16x8x32(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int BS, int MT, int G>
+template <int BS, int MT, int NT, int G>
 COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
                                const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
@@ -60,30 +61,39 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
     constexpr int CHUNKS = BS / 64, STEPS = BS / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int n_tile = blockIdx.x;
+    const int tiles = (N + 15) / 16;
+    const int tile0 = blockIdx.x * NT;  // this block's first n-tile; it owns NT of them
     const int m0 = blockIdx.z * 8 * MT;
     const int blocks = int4_blocks + int8_blocks;
     const int k4 = int4_blocks * BS, k8 = int8_blocks * BS;
-    const int row0 = n_tile * 16 + g;
 
-    float acc[MT][4];
+    float acc[NT][MT][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[nt][mt][i] = 0.f;
 
     // Each warp takes groups of G consecutive K-blocks. All of a group's weight and
-    // activation loads are issued before the first mma, so G KiB of weights per warp are in
-    // flight at once: decode is bound by memory latency times bytes in flight (Little's law).
+    // activation loads are issued before the first mma, so G * NT KiB of weights per warp are
+    // in flight at once (decode is bound by memory latency times bytes in flight), and each
+    // activation fragment, once widened, feeds NT n-tiles.
     for (int kb0 = warp * G; kb0 < blocks; kb0 += W4AX_WARPS * G) {
-        uint4 wv[G][CHUNKS];
+        uint4 wv[G][NT][CHUNKS];
 #pragma unroll
         for (int j = 0; j < G; ++j) {
             const int kb = kb0 + j;
-            if (kb < blocks) {
-                const uint4* wp = W + (size_t(kb) * gridDim.x + n_tile) * CHUNKS * 32 + lane;
 #pragma unroll
-                for (int c = 0; c < CHUNKS; ++c) wv[j][c] = __ldg(wp + c * 32);
+            for (int nt = 0; nt < NT; ++nt) {
+                if (kb < blocks && tile0 + nt < tiles) {
+                    const uint4* wp = W + (size_t(kb) * tiles + tile0 + nt) * CHUNKS * 32 + lane;
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c) wv[j][nt][c] = __ldg(wp + c * 32);
+                } else {
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c) wv[j][nt][c] = make_uint4(0, 0, 0, 0);
+                }
             }
         }
         // This lane's activation codes of each block: BS/4 bytes (A8) or BS/8 bytes (A4).
@@ -119,17 +129,15 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
             const int kb = kb0 + j;
             if (kb >= blocks) break;
             const bool is8 = kb >= int4_blocks;
-            int32_t part[MT][4];
+            int32_t part[NT][MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
+            for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) part[mt][i] = 0;
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) part[nt][mt][i] = 0;
 #pragma unroll
             for (int s = 0; s < STEPS; ++s) {
-                const uint32_t w0 = (s & 1) ? wv[j][s / 2].z : wv[j][s / 2].x;
-                const uint32_t w1 = (s & 1) ? wv[j][s / 2].w : wv[j][s / 2].y;
-                const uint32_t a0 = (w0 << 4) & 0xF0F0F0F0u, a1 = w0 & 0xF0F0F0F0u;
-                const uint32_t a2 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     uint32_t b0, b1;
@@ -141,55 +149,78 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
                         b0 = widen_a4(w & 0xFFFFu);
                         b1 = widen_a4(w >> 16);
                     }
-                    mma_s8_16x8x32(part[mt], a0, a1, a2, a3, b0, b1);
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) {
+                        const uint32_t w0 = (s & 1) ? wv[j][nt][s / 2].z : wv[j][nt][s / 2].x;
+                        const uint32_t w1 = (s & 1) ? wv[j][nt][s / 2].w : wv[j][nt][s / 2].y;
+                        mma_s8_16x8x32(part[nt][mt], (w0 << 4) & 0xF0F0F0F0u, w0 & 0xF0F0F0F0u,
+                                       (w1 << 4) & 0xF0F0F0F0u, w1 & 0xF0F0F0F0u, b0, b1);
+                    }
                 }
             }
             // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w).
+            // Scales sit in the tile layout [k_block][n_tile][16 rows]: one sector per warp.
             const float unwiden = is8 ? 1.f / 16.f : 1.f / 256.f;
-            const float sw0 = __half2float(scale_w[size_t(row0) * blocks + kb]);
-            const float sw1 = __half2float(scale_w[size_t(row0 + 8) * blocks + kb]);
+            float sa[MT][2];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int token = m0 + mt * 8 + 2 * t + (i & 1);
-                    const float sa = token < M ? scale_a[size_t(token) * blocks + kb] : 0.f;
-                    acc[mt][i] += (float(part[mt][i]) * unwiden) * (sa * (i < 2 ? sw0 : sw1));
+                for (int e = 0; e < 2; ++e) {
+                    const int token = m0 + mt * 8 + 2 * t + e;
+                    sa[mt][e] = token < M ? scale_a[size_t(token) * blocks + kb] * unwiden : 0.f;
                 }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                if (tile0 + nt >= tiles) break;
+                const __half* sp = scale_w + (size_t(kb) * tiles + tile0 + nt) * 16 + g;
+                const float sw[2] = {__half2float(sp[0]), __half2float(sp[8])};
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+                        acc[nt][mt][i] += float(part[nt][mt][i]) * (sa[mt][i & 1] * sw[i >> 1]);
+            }
         }
     }
 
     // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
-    __shared__ float partial[W4AX_WARPS][MT * 4][32];
+    __shared__ float partial[W4AX_WARPS][NT * MT * 4][32];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) partial[warp][mt * 4 + i][lane] = acc[mt][i];
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) partial[warp][(nt * MT + mt) * 4 + i][lane] = acc[nt][mt][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < MT * 4 * 32; idx += W4AX_WARPS * 32) {
+    for (int idx = threadIdx.x; idx < NT * MT * 4 * 32; idx += W4AX_WARPS * 32) {
         const int slot = idx / 32, l = idx % 32;
         float sum = 0.f;
 #pragma unroll
         for (int w = 0; w < W4AX_WARPS; ++w) sum += partial[w][slot][l];
-        const int mt = slot / 4, i = slot % 4;
-        const int row = n_tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
+        const int nt = slot / (MT * 4), mt = slot / 4 % MT, i = slot % 4;
+        const int row = (tile0 + nt) * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
         const int token = m0 + mt * 8 + 2 * (l & 3) + (i & 1);
         if (row < N && token < M) Y[size_t(token) * N + row] = __float2bfloat16_rn(sum);
     }
 }
 
-// One entry point per (block size, m-tiles) pair; the launcher picks MT from M.
-// G (K-blocks in flight per warp) trades registers for memory parallelism: 4 KiB of weights
-// per warp at MT = 1, 2 KiB where the activation fragments of more tokens need the registers.
-#define W4AX_SMALL_M(BS, MT, G)                                                                    \
-    extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT(   \
-        const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,              \
-        const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) { \
-        w4ax_small_m<BS, MT, G>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);   \
+// One entry point per (block size, m-tiles, n-tiles per warp); the launcher picks MT from M
+// and NT from N. G (K-blocks in flight per warp) trades registers for memory parallelism.
+#define W4AX_SMALL_M(BS, MT, NT, G)                                                                   \
+    extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT##_nt##NT( \
+        const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,                 \
+        const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) {    \
+        w4ax_small_m<BS, MT, NT, G>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);  \
     }
-W4AX_SMALL_M(128, 1, 4)
-W4AX_SMALL_M(128, 2, 2)
-W4AX_SMALL_M(128, 4, 1)
-W4AX_SMALL_M(64, 1, 8)
-W4AX_SMALL_M(64, 2, 4)
-W4AX_SMALL_M(64, 4, 2)
+W4AX_SMALL_M(128, 1, 1, 4)
+W4AX_SMALL_M(128, 2, 1, 2)
+W4AX_SMALL_M(128, 4, 1, 1)
+W4AX_SMALL_M(128, 1, 2, 2)
+W4AX_SMALL_M(128, 2, 2, 2)
+W4AX_SMALL_M(128, 4, 2, 1)
+W4AX_SMALL_M(64, 1, 1, 8)
+W4AX_SMALL_M(64, 2, 1, 4)
+W4AX_SMALL_M(64, 4, 1, 2)
+W4AX_SMALL_M(64, 1, 2, 4)
+W4AX_SMALL_M(64, 2, 2, 4)
+W4AX_SMALL_M(64, 4, 2, 2)
