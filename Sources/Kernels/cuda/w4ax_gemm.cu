@@ -96,6 +96,27 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
                 }
             }
         }
+        // The group's scales, loaded with the weights so their latency overlaps too.
+        float swv[G][NT][2], sav[G][MT][2];
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int kb = kb0 + j;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const bool ok = kb < blocks && tile0 + nt < tiles;
+                const __half* sp = scale_w + (size_t(ok ? kb : 0) * tiles + (ok ? tile0 + nt : 0)) * 16 + g;
+                swv[j][nt][0] = ok ? __half2float(__ldg(sp)) : 0.f;
+                swv[j][nt][1] = ok ? __half2float(__ldg(sp + 8)) : 0.f;
+            }
+            const float unwiden = kb >= int4_blocks ? 1.f / 16.f : 1.f / 256.f;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int token = m0 + mt * 8 + 2 * t + e;
+                    sav[j][mt][e] = kb < blocks && token < M ? __ldg(scale_a + size_t(token) * blocks + kb) * unwiden : 0.f;
+                }
+        }
         // This lane's activation codes of each block: BS/4 bytes (A8) or BS/8 bytes (A4).
         uint4 av[G][MT][BS / 64];
 #pragma unroll
@@ -158,28 +179,15 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
                     }
                 }
             }
-            // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w).
-            // Scales sit in the tile layout [k_block][n_tile][16 rows]: one sector per warp.
-            const float unwiden = is8 ? 1.f / 16.f : 1.f / 256.f;
-            float sa[MT][2];
+            // Per-block promotion to fp32, as the reference: (int32 / 2^s) * (scale_a * scale_w),
+            // with 1/2^s folded into scale_a (exact: a power of two).
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int token = m0 + mt * 8 + 2 * t + e;
-                    sa[mt][e] = token < M ? scale_a[size_t(token) * blocks + kb] * unwiden : 0.f;
-                }
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                if (tile0 + nt >= tiles) break;
-                const __half* sp = scale_w + (size_t(kb) * tiles + tile0 + nt) * 16 + g;
-                const float sw[2] = {__half2float(sp[0]), __half2float(sp[8])};
+            for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                     for (int i = 0; i < 4; ++i)
-                        acc[nt][mt][i] += float(part[nt][mt][i]) * (sa[mt][i & 1] * sw[i >> 1]);
-            }
+                        acc[nt][mt][i] += float(part[nt][mt][i]) * (sav[j][mt][i & 1] * swv[j][nt][i >> 1]);
         }
     }
 
