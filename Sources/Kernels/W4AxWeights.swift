@@ -85,6 +85,20 @@ public struct W4AxActivations: Sendable {
     /// [tokens, blockCount].
     public let scales: DeviceBuffer<Float>
 
+    /// Uninitialised buffers for `tokens` rows, to be written by the quantize kernels.
+    public init(layout: FMPQLayout, tokens: Int, context: CUDAContext) throws {
+        self.layout = layout
+        self.tokens = tokens
+        int4 = try context.allocate(UInt8.self, count: tokens * layout.int4Channels / 2)
+        int8 = try context.allocate(Int8.self, count: tokens * layout.int8Channels)
+        scales = try context.allocate(Float.self, count: tokens * layout.blockCount)
+    }
+
+    /// The contents, downloaded (after all work on the legacy default stream).
+    public func toHost() throws -> QuantizedActivations {
+        try QuantizedActivations(layout: layout, tokens: tokens, int4: int4.toArray(), int8: int8.toArray(), scales: scales.toArray())
+    }
+
     public init(_ activations: QuantizedActivations, context: CUDAContext) throws {
         layout = activations.layout
         tokens = activations.tokens

@@ -11,6 +11,20 @@ public struct QuantizedActivations: Sendable, Equatable {
     /// [tokens, layout.blockCount]: the scale of each (token, block).
     public var scales: [Float]
 
+    /// Codes and scales made elsewhere (a GPU kernel's output), checked for size.
+    public init(layout: FMPQLayout, tokens: Int, int4: [UInt8], int8: [Int8], scales: [Float]) throws {
+        guard int4.count == tokens * layout.int4Channels / 2, int8.count == tokens * layout.int8Channels,
+              scales.count == tokens * layout.blockCount
+        else {
+            throw QuantError.shapeMismatch("\(int4.count) + \(int8.count) codes and \(scales.count) scales for \(tokens) tokens of \(layout)")
+        }
+        self.layout = layout
+        self.tokens = tokens
+        self.int4 = int4
+        self.int8 = int8
+        self.scales = scales
+    }
+
     /// Quantizes `x` ([tokens, inputChannels], row-major, in the permuted channel order).
     public init(quantizing x: [Float], tokens: Int, layout: FMPQLayout) throws {
         guard tokens >= 0, x.count == tokens * layout.inputChannels else {

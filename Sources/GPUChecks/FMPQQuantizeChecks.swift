@@ -1,0 +1,125 @@
+import CPUReference
+import CUDA
+import Kernels
+import Quant
+
+/// fmpq_quantize.cu against Quant.ActivationQuantization.
+///
+/// Tolerance: scales within 1e-5 relative; codes equal except where the GPU's fp32 sum order
+/// (RMSNorm) or expf (SwiGLU, 2 ulp) moves a value across a rounding boundary: then by one
+/// step, at most max(2, 1 in 10^4) codes. Copy and permutation alone (permute_quantize) must
+/// match exactly.
+enum FMPQQuantizeChecks {
+    static let all = [rmsNorm, swiGLU, permuted]
+
+    struct Case: CustomStringConvertible {
+        var m: Int, k: Int, blockSize: Int, int8Blocks: Int
+        var description: String { "M\(m) K\(k) bs\(blockSize) a8=\(int8Blocks)" }
+    }
+
+    static let cases = [
+        Case(m: 1, k: 576, blockSize: 128, int8Blocks: 1),
+        Case(m: 7, k: 4096, blockSize: 128, int8Blocks: 5),
+        Case(m: 33, k: 1000, blockSize: 64, int8Blocks: 3),
+        Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // 56 KiB row: opt-in shared memory
+        Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // 112 KiB row (Llama-3-70B FFN)
+    ]
+
+    static let rmsNorm = GPUCheck("fmpq_quantize.rmsnorm") { env in
+        let kernels = try FMPQQuantize(library: env.library)
+        for c in cases {
+            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let x = bf16Values(c.m * c.k, columns: c.k, using: &env.random)
+            let gamma = (0..<c.k).map { _ in Float.random(in: 0.5...1.5, using: &env.random) }
+            let permutation = randomPermutation(c.k, using: &env.random)
+            let expected = try ActivationQuantization.rmsNorm(x, tokens: c.m, gamma: gamma, eps: 1e-5, permutation: permutation, layout: layout)
+            let output = try poisoned(layout, tokens: c.m, env: env)
+            try kernels.rmsNorm(upload(x.map(BFloat16.init), env), gamma: upload(gamma, env), eps: 1e-5,
+                                permutation: upload(permutation, env), into: output, on: env.stream)
+            try env.stream.synchronize()
+            try compare(output.toHost(), expected, c, roundingSlack: true)
+        }
+        return cases.map(\.description).joined(separator: "; ")
+    }
+
+    static let swiGLU = GPUCheck("fmpq_quantize.swiglu") { env in
+        let kernels = try FMPQQuantize(library: env.library)
+        for c in cases {
+            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let gateUp = bf16Values(c.m * 2 * c.k, columns: 2 * c.k, using: &env.random)
+            let permutation = randomPermutation(c.k, using: &env.random)
+            let expected = try ActivationQuantization.swiGLU(gateUp, tokens: c.m, permutation: permutation, layout: layout)
+            let output = try poisoned(layout, tokens: c.m, env: env)
+            try kernels.swiGLU(upload(gateUp.map(BFloat16.init), env), permutation: upload(permutation, env), into: output, on: env.stream)
+            try env.stream.synchronize()
+            try compare(output.toHost(), expected, c, roundingSlack: true)
+        }
+        return cases.map(\.description).joined(separator: "; ")
+    }
+
+    static let permuted = GPUCheck("fmpq_quantize.permute") { env in
+        let kernels = try FMPQQuantize(library: env.library)
+        for c in cases {
+            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let x = bf16Values(c.m * c.k, columns: c.k, using: &env.random)
+            let permutation = randomPermutation(c.k, using: &env.random)
+            let expected = try ActivationQuantization.permuted(x, tokens: c.m, permutation: permutation, layout: layout)
+            let output = try poisoned(layout, tokens: c.m, env: env)
+            try kernels.permuted(upload(x.map(BFloat16.init), env), permutation: upload(permutation, env), into: output, on: env.stream)
+            try env.stream.synchronize()
+            try compare(output.toHost(), expected, c, roundingSlack: false)
+        }
+        return cases.map(\.description).joined(separator: "; ")
+    }
+
+    static func compare(_ got: QuantizedActivations, _ expected: QuantizedActivations, _ c: Case, roundingSlack: Bool) throws {
+        for i in expected.scales.indices {
+            let g = got.scales[i], e = expected.scales[i]
+            guard g.isFinite, abs(g - e) <= 1e-5 * abs(e) else {
+                throw CheckFailure("\(c): scale \(i) = \(g), expected \(e)")
+            }
+        }
+        let kp = expected.layout.paddedChannels
+        var differing = 0
+        for t in 0..<expected.tokens {
+            for k in 0..<kp {
+                let d = abs(got.code(token: t, channel: k) - expected.code(token: t, channel: k))
+                guard d <= (roundingSlack ? 1 : 0) else {
+                    throw CheckFailure("\(c): code [\(t), \(k)] = \(got.code(token: t, channel: k)), expected \(expected.code(token: t, channel: k))")
+                }
+                differing += Int(d)
+            }
+        }
+        guard differing <= max(2, expected.tokens * kp / 10_000) else {
+            throw CheckFailure("\(c): \(differing) codes one step off of \(expected.tokens * kp)")
+        }
+    }
+
+    static func poisoned(_ layout: FMPQLayout, tokens: Int, env: GPUCheckEnvironment) throws -> W4AxActivations {
+        let output = try W4AxActivations(layout: layout, tokens: tokens, context: env.context)
+        try output.int4.fill(byte: 0xA5, on: env.stream)
+        try output.int8.fill(byte: 0xA5, on: env.stream)
+        try output.scales.fill(byte: 0xFF, on: env.stream)  // NaN
+        return output
+    }
+
+    static func upload<T: BitwiseCopyable>(_ values: [T], _ env: GPUCheckEnvironment) throws -> DeviceBuffer<T> {
+        let buffer = try env.context.allocate(T.self, count: values.count)
+        try buffer.copy(from: values)
+        return buffer
+    }
+
+    /// bf16-representable values in [-2, 2], with a few 30x outlier columns.
+    static func bf16Values(_ count: Int, columns: Int, using random: inout SplitMix64) -> [Float] {
+        let hot = Set((0..<4).map { _ in Int.random(in: 0..<columns, using: &random) })
+        return (0..<count).map { i in
+            BFloat16(Float.random(in: -2...2, using: &random) * (hot.contains(i % columns) ? 30 : 1)).float
+        }
+    }
+
+    static func randomPermutation(_ count: Int, using random: inout SplitMix64) -> [Int32] {
+        var p = (0..<Int32(count)).map { $0 }
+        p.shuffle(using: &random)
+        return p
+    }
+}
