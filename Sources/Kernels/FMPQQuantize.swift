@@ -9,7 +9,9 @@ public struct FMPQQuantize: Sendable {
     let maxSharedMemory: Int
 
     public init(library: KernelLibrary) throws {
-        maxSharedMemory = library.context.device.maxSharedMemoryPerBlock
+        // The opt-in limit covers static and dynamic shared memory together; the kernels'
+        // static arrays are under 1 KiB.
+        maxSharedMemory = library.context.device.maxSharedMemoryPerBlock - 1024
         var functions: [String: KernelFunction] = [:]
         for op in ["rmsnorm_quantize", "swiglu_quantize", "permute_quantize"] {
             for bs in [64, 128] {
