@@ -6,7 +6,7 @@ import FoundationEssentials
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self, Gemm.self])
+        subcommands: [Copy.self, Gemm.self, Attention.self])
 
     struct Copy: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -90,6 +90,62 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(GemmBenchmark.table(rows, device: library.context.device.name))
+                if let json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    try encoder.encode(rows).write(to: URL(filePath: json))
+                }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                throw fail("\(error)")
+            }
+        }
+    }
+
+    struct Attention: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode attention over a paged KV4 cache against the same kernel over a bf16 cache.")
+
+        @Option(help: "Comma-separated batch sizes (sequences).")
+        var batch = "1,16,64,256"
+
+        @Option(help: "Comma-separated context lengths.")
+        var length = "1024,4096,8192"
+
+        @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
+        var heads = "32/8/128"
+
+        @Option(help: "Also write the rows as JSON to this file.")
+        var json: String?
+
+        @OptionGroup var gpu: GPUOptions
+
+        var batches: [Int] { batch.split(separator: ",").compactMap { Int($0) } }
+        var lengths: [Int] { length.split(separator: ",").compactMap { Int($0) } }
+        var shape: [Int] { heads.split(separator: "/").compactMap { Int($0) } }
+
+        func validate() throws {
+            guard !batches.isEmpty, batches.allSatisfy({ (1...65535).contains($0) }), batches.count == batch.split(separator: ",").count
+            else { throw ValidationError("--batch takes sequences counts from 1 to 65535, e.g. 1,16") }
+            guard !lengths.isEmpty, lengths.allSatisfy({ (1...1_048_576).contains($0) }), lengths.count == length.split(separator: ",").count
+            else { throw ValidationError("--length takes context lengths from 1 to 1048576, e.g. 1024,4096") }
+            guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
+            else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
+        }
+
+        func run() throws {
+            do {
+                let library = try gpu.makeLibrary()
+                let bench = AttentionBenchmark(library: library)
+                var rows: [AttentionBenchmark.Row] = []
+                for b in batches {
+                    for l in lengths {
+                        rows.append(try bench.run(batch: b, length: l, qHeads: shape[0], kvHeads: shape[1], headDim: shape[2]))
+                        print(AttentionBenchmark.table([rows.last!], device: library.context.device.name).split(separator: "\n").last!)
+                    }
+                }
+                print(AttentionBenchmark.table(rows, device: library.context.device.name))
                 if let json {
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

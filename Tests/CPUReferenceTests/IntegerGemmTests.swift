@@ -29,3 +29,26 @@ import Testing
         #expect(values.count == 256)
     }
 }
+
+@Suite struct DecodeAttentionReferenceTests {
+    /// One cached token: the output is that token's value, whatever the query.
+    @Test func oneTokenReturnsItsValue() {
+        var random = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
+        let d = 8
+        let q = (0..<2 * d).map { _ in Float.random(in: -1...1, using: &random) }
+        let v = (0..<d).map { _ in Float.random(in: -1...1, using: &random) }
+        let out = DecodeAttention.reference(q: q, keys: [v.map { $0 * 3 }], values: [v], qHeads: 2, kvHeads: 1, headDim: d, scale: 0.5)
+        for h in 0..<2 { for i in 0..<d { #expect(abs(out[h * d + i] - v[i]) < 1e-6) } }
+    }
+
+    /// Equal keys give equal weights: the output is the mean of the values; empty gives zeros.
+    @Test func equalKeysAverageTheValuesAndEmptyGivesZeros() {
+        let d = 4
+        let keys = [Float](repeating: 1, count: 3 * d)
+        let values: [Float] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        let out = DecodeAttention.reference(
+            q: [Float](repeating: 0.3, count: 2 * d), keys: [keys, []], values: [values, []], qHeads: 1, kvHeads: 1, headDim: d, scale: 1)
+        #expect(out[0..<d].map { ($0 * 1000).rounded() / 1000 } == [5, 6, 7, 8])
+        #expect(out[d..<2 * d].allSatisfy { $0 == 0 })
+    }
+}

@@ -15,3 +15,6 @@ typedef unsigned long long uint64_t;
 
 // Ceiling division for grid sizes and loop bounds.
 COMET_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// -infinity (NVRTC has no math.h, hence no INFINITY).
+COMET_DEVICE float negative_infinity() { return __int_as_float(0xff800000); }
