@@ -36,43 +36,57 @@ COMET_DEVICE float attn_warp_sum(float v) {
     return v;
 }
 
-// The DL values of this lane's slice of one cached token, widened to float, plus (scale, zero)
-// for KV4 (scale 1, zero 0 for bf16).
-template <int D, bool KV4>
-COMET_DEVICE void load_slice(const void* cache, const __half2* params, size_t row, int part, float (&x)[D / 8],
-                             float& scale, float& zero) {
-    constexpr int DL = D / 8;
-    if (KV4) {
-        const uint8_t* p = reinterpret_cast<const uint8_t*>(cache) + row * (D / 2) + part * (DL / 2);
-        uint32_t w[DL / 8];
-        if (DL == 16) {
+// This lane's slice (D/8 values) of one cached token: loaded raw first, widened later, so
+// that a warp can have several tokens' loads in flight before it computes on any of them.
+template <int D, bool KV4> struct Slice;
+
+template <int D> struct Slice<D, true> {  // KV4: D/16 bytes of codes and one (scale, zero)
+    uint32_t w[D / 64];
+    __half2 sz;
+    COMET_DEVICE void load(const void* cache, const __half2* params, size_t row, int part) {
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(cache) + row * (D / 2) + part * (D / 16);
+        if (D == 128) {
             const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
             w[0] = v.x;
-            w[DL / 8 - 1] = v.y;
+            w[D / 64 - 1] = v.y;
         } else {
             w[0] = __ldg(reinterpret_cast<const uint32_t*>(p));
         }
+        sz = __ldg(params + row);
+    }
+    COMET_DEVICE void widen(float (&x)[D / 8], float& scale, float& zero) const {
 #pragma unroll
-        for (int i = 0; i < DL; ++i) x[i] = float((w[i / 8] >> (4 * (i % 8))) & 0xFu);
-        const float2 sz = __half22float2(__ldg(params + row));
-        scale = sz.x;
-        zero = sz.y;
-    } else {
-        const uint4* p = reinterpret_cast<const uint4*>(reinterpret_cast<const __nv_bfloat16*>(cache) + row * D + part * DL);
+        for (int i = 0; i < D / 8; ++i) x[i] = float((w[i / 8] >> (4 * (i % 8))) & 0xFu);
+        const float2 f = __half22float2(sz);
+        scale = f.x;
+        zero = f.y;
+    }
+};
+
+template <int D> struct Slice<D, false> {  // bf16: D/4 bytes
+    uint4 v[D / 64];
+    COMET_DEVICE void load(const void* cache, const __half2*, size_t row, int part) {
+        const uint4* p = reinterpret_cast<const uint4*>(reinterpret_cast<const __nv_bfloat16*>(cache) + row * D + part * (D / 8));
 #pragma unroll
-        for (int v = 0; v < DL / 8; ++v) {
-            const uint4 u = __ldg(p + v);
-            const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+        for (int i = 0; i < D / 64; ++i) v[i] = __ldg(p + i);
+    }
+    COMET_DEVICE void widen(float (&x)[D / 8], float& scale, float& zero) const {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                x[v * 8 + 2 * i] = __uint_as_float(words[i] << 16);
-                x[v * 8 + 2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
+        for (int i = 0; i < D / 64; ++i) {
+            const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                x[i * 8 + 2 * j] = __uint_as_float(words[j] << 16);
+                x[i * 8 + 2 * j + 1] = __uint_as_float(words[j] & 0xFFFF0000u);
             }
         }
         scale = 1.f;
         zero = 0.f;
     }
-}
+};
+
+// Tokens in flight per lane: all U slices are loaded before the first is used.
+constexpr int ATTN_UNROLL = 4;
 
 template <int D, int GB, bool KV4>
 COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const void* __restrict__ k_cache,
@@ -121,34 +135,45 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
         }
     }
 
-    // Pass 1: scores. Warp w takes tokens start + 16 i + 4 w + sub.
-    for (int t0 = start + warp * 4; t0 < end; t0 += 16) {
-        const int t = t0 + sub;
-        float score[GB];
+    // Pass 1: scores. Step i of warp w takes tokens start + 16 (U i + u) + 4 w + sub, u < U.
+    for (int t0 = start + warp * 4; t0 < end; t0 += 16 * ATTN_UNROLL) {  // uniform per warp: shuffles below
+        Slice<D, KV4> slices[ATTN_UNROLL];
 #pragma unroll
-        for (int h = 0; h < GB; ++h) score[h] = 0.f;
-        if (t < end) {
-            const int page = block_table[size_t(s) * max_pages + t / page_size];
-            const size_t row = (size_t(page) * kv_heads + kvh) * page_size + t % page_size;
-            float x[DL], scale, zero;
-            load_slice<D, KV4>(k_cache, k_params, row, part, x, scale, zero);
-#pragma unroll
-            for (int h = 0; h < GB; ++h) {
-                float dot = 0.f;
-#pragma unroll
-                for (int d = 0; d < DL; ++d) dot += qr[h][d] * x[d];
-                score[h] = scale * dot + zero * qsum[h];
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
+            const int t = t0 + 16 * u + sub;
+            if (t < end) {
+                const int page = block_table[size_t(s) * max_pages + t / page_size];
+                slices[u].load(k_cache, k_params, (size_t(page) * kv_heads + kvh) * page_size + t % page_size, part);
             }
         }
 #pragma unroll
-        for (int h = 0; h < GB; ++h) {
-            score[h] += __shfl_xor_sync(0xffffffffu, score[h], 1);
-            score[h] += __shfl_xor_sync(0xffffffffu, score[h], 2);
-            score[h] += __shfl_xor_sync(0xffffffffu, score[h], 4);
-        }
-        if (part == 0 && t < end) {
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
+            const int t = t0 + 16 * u + sub;
+            float score[GB];
+            if (t < end) {
+                float x[DL], scale, zero;
+                slices[u].widen(x, scale, zero);
 #pragma unroll
-            for (int h = 0; h < GB; ++h) probs[t - start][h] = score[h];
+                for (int h = 0; h < GB; ++h) {
+                    float dot = 0.f;
+#pragma unroll
+                    for (int d = 0; d < DL; ++d) dot += qr[h][d] * x[d];
+                    score[h] = scale * dot + zero * qsum[h];
+                }
+            } else {
+#pragma unroll
+                for (int h = 0; h < GB; ++h) score[h] = 0.f;
+            }
+#pragma unroll
+            for (int h = 0; h < GB; ++h) {
+                score[h] += __shfl_xor_sync(0xffffffffu, score[h], 1);
+                score[h] += __shfl_xor_sync(0xffffffffu, score[h], 2);
+                score[h] += __shfl_xor_sync(0xffffffffu, score[h], 4);
+            }
+            if (part == 0 && t < end) {
+#pragma unroll
+                for (int h = 0; h < GB; ++h) probs[t - start][h] = score[h];
+            }
         }
     }
     __syncthreads();
@@ -180,20 +205,30 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
 #pragma unroll
         for (int d = 0; d < DL; ++d) acc[h][d] = 0.f;
     }
-    for (int t0 = start + warp * 4; t0 < end; t0 += 16) {
-        const int t = t0 + sub;
-        if (t < end) {
-            const int page = block_table[size_t(s) * max_pages + t / page_size];
-            const size_t row = (size_t(page) * kv_heads + kvh) * page_size + t % page_size;
-            float x[DL], scale, zero;
-            load_slice<D, KV4>(v_cache, v_params, row, part, x, scale, zero);
+    for (int t0 = start + warp * 4; t0 < end; t0 += 16 * ATTN_UNROLL) {  // uniform per warp: shuffles below
+        Slice<D, KV4> slices[ATTN_UNROLL];
 #pragma unroll
-            for (int h = 0; h < GB; ++h) {
-                const float p = probs[t - start][h];
-                const float ps = p * scale;
-                acc_zero[h] += p * zero;
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
+            const int t = t0 + 16 * u + sub;
+            if (t < end) {
+                const int page = block_table[size_t(s) * max_pages + t / page_size];
+                slices[u].load(v_cache, v_params, (size_t(page) * kv_heads + kvh) * page_size + t % page_size, part);
+            }
+        }
 #pragma unroll
-                for (int d = 0; d < DL; ++d) acc[h][d] += ps * x[d];
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
+            const int t = t0 + 16 * u + sub;
+            if (t < end) {
+                float x[DL], scale, zero;
+                slices[u].widen(x, scale, zero);
+#pragma unroll
+                for (int h = 0; h < GB; ++h) {
+                    const float p = probs[t - start][h];
+                    const float ps = p * scale;
+                    acc_zero[h] += p * zero;
+#pragma unroll
+                    for (int d = 0; d < DL; ++d) acc[h][d] += ps * x[d];
+                }
             }
         }
     }
