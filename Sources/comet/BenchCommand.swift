@@ -55,6 +55,9 @@ struct Bench: ParsableCommand {
         @Option(help: "Which shapes: 8b, 70b or all.")
         var models = "all"
 
+        @Option(help: "Comma-separated layers to run (qkv, o, gate_up, down); default all.")
+        var layers: String?
+
         @Option(help: "Fraction of K-blocks in INT8.")
         var int8Share = 0.16
 
@@ -74,6 +77,9 @@ struct Bench: ParsableCommand {
             else { throw ValidationError("--m takes positive token counts up to 65536, e.g. 1,16,1024") }
             guard ["8b", "70b", "all"].contains(models) else { throw ValidationError("--models is 8b, 70b or all") }
             guard (0...1).contains(int8Share) else { throw ValidationError("--int8-share is between 0 and 1") }
+            if let layers, !layers.split(separator: ",").allSatisfy({ ["qkv", "o", "gate_up", "down"].contains(String($0)) }) {
+                throw ValidationError("--layers takes qkv, o, gate_up and down")
+            }
         }
 
         func run() throws {
@@ -81,7 +87,10 @@ struct Bench: ParsableCommand {
                 let library = try gpu.makeLibrary()
                 let cublas = noBaseline ? nil : try CuBLASLt.load(search: gpu.librarySearch)
                 let bench = GemmBenchmark(library: library, cublas: cublas, int8Share: int8Share)
-                let shapes = GemmBenchmark.llama3Shapes.filter { models == "all" || $0.model.hasSuffix("-" + models) }
+                let wanted = layers.map { Set($0.split(separator: ",").map(String.init)) }
+                let shapes = GemmBenchmark.llama3Shapes.filter {
+                    (models == "all" || $0.model.hasSuffix("-" + models)) && (wanted?.contains($0.layer) ?? true)
+                }
                 var rows: [GemmBenchmark.Row] = []
                 for shape in shapes {
                     for m in tokenCounts {
