@@ -164,7 +164,7 @@ struct W4AxGroup {
     }
 };
 
-template <int BS, int MT, int NT, int G>
+template <int BS, int MT, int NT, int G, bool PIPELINED>
 COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
                                const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
@@ -185,20 +185,28 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[nt][mt][i] = 0.f;
 
-    // Each warp takes groups of G consecutive K-blocks, W4AX_WARPS * G apart. Two register
-    // sets alternate: while one group computes, the next group's loads are in flight, so the
-    // warp never waits on a load it could have issued earlier (decode is bound by bytes in
-    // flight; ncu showed 2.05 TB/s with one set, the loads idle during each compute phase).
+    // Each warp takes groups of G consecutive K-blocks, W4AX_WARPS * G apart. PIPELINED: two
+    // register sets alternate, so while one group computes the next group's loads are in
+    // flight (ncu at M = 1: one set left the loads idle during each compute phase, 2.05 TB/s
+    // on 70B down). With more tokens the second set costs occupancy more than it gains.
     constexpr int STRIDE = W4AX_WARPS * G;
-    W4AxGroup<BS, MT, NT, G> first, second;
+    W4AxGroup<BS, MT, NT, G> first;
     int kb0 = warp * G;
-    if (kb0 < blocks) first.load(L, kb0);
-    for (; kb0 < blocks; kb0 += 2 * STRIDE) {
-        if (kb0 + STRIDE < blocks) second.load(L, kb0 + STRIDE);
-        first.compute(L, kb0, acc);
-        if (kb0 + STRIDE >= blocks) break;
-        if (kb0 + 2 * STRIDE < blocks) first.load(L, kb0 + 2 * STRIDE);
-        second.compute(L, kb0 + STRIDE, acc);
+    if (PIPELINED) {
+        W4AxGroup<BS, MT, NT, G> second;
+        if (kb0 < blocks) first.load(L, kb0);
+        for (; kb0 < blocks; kb0 += 2 * STRIDE) {
+            if (kb0 + STRIDE < blocks) second.load(L, kb0 + STRIDE);
+            first.compute(L, kb0, acc);
+            if (kb0 + STRIDE >= blocks) break;
+            if (kb0 + 2 * STRIDE < blocks) first.load(L, kb0 + 2 * STRIDE);
+            second.compute(L, kb0 + STRIDE, acc);
+        }
+    } else {
+        for (; kb0 < blocks; kb0 += STRIDE) {
+            first.load(L, kb0);
+            first.compute(L, kb0, acc);
+        }
     }
 
     // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
@@ -224,21 +232,23 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 
 // One entry point per (block size, m-tiles, n-tiles per warp); the launcher picks MT from M
 // and NT from N. G (K-blocks in flight per warp) trades registers for memory parallelism.
-#define W4AX_SMALL_M(BS, MT, NT, G)                                                                   \
+#define W4AX_SMALL_M(BS, MT, NT, G, PIPELINED)                                                        \
     extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT##_nt##NT( \
         const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,                 \
         const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) {    \
-        w4ax_small_m<BS, MT, NT, G>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);  \
+        w4ax_small_m<BS, MT, NT, G, PIPELINED>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks,     \
+                                                int8_blocks);                                         \
     }
-W4AX_SMALL_M(128, 1, 1, 2)
-W4AX_SMALL_M(128, 2, 1, 2)
-W4AX_SMALL_M(128, 4, 1, 1)
-W4AX_SMALL_M(128, 1, 2, 1)
-W4AX_SMALL_M(128, 2, 2, 1)
-W4AX_SMALL_M(128, 4, 2, 1)
-W4AX_SMALL_M(64, 1, 1, 4)
-W4AX_SMALL_M(64, 2, 1, 2)
-W4AX_SMALL_M(64, 4, 1, 1)
-W4AX_SMALL_M(64, 1, 2, 2)
-W4AX_SMALL_M(64, 2, 2, 2)
-W4AX_SMALL_M(64, 4, 2, 1)
+// G x NT KiB of weights per register set (at BS = 128); measured on the H200 (bench/NOTES.md).
+W4AX_SMALL_M(128, 1, 1, 2, true)
+W4AX_SMALL_M(128, 2, 1, 2, false)
+W4AX_SMALL_M(128, 4, 1, 1, false)
+W4AX_SMALL_M(128, 1, 2, 1, true)
+W4AX_SMALL_M(128, 2, 2, 2, false)
+W4AX_SMALL_M(128, 4, 2, 1, false)
+W4AX_SMALL_M(64, 1, 1, 4, true)
+W4AX_SMALL_M(64, 2, 1, 4, false)
+W4AX_SMALL_M(64, 4, 1, 2, false)
+W4AX_SMALL_M(64, 1, 2, 2, true)
+W4AX_SMALL_M(64, 2, 2, 4, false)
+W4AX_SMALL_M(64, 4, 2, 2, false)
