@@ -62,15 +62,7 @@ public struct AttentionBenchmark {
                     }
                 } else {
                     for buffer in [cache.k, cache.v] {
-                        try fillRandom(buffer, on: stream) { n in
-                            var out = [UInt8](repeating: 0, count: n)
-                            for i in stride(from: 0, to: n - 1, by: 2) {
-                                let b = BFloat16(Float.random(in: -1...1, using: &random)).bits
-                                out[i] = UInt8(truncatingIfNeeded: b)
-                                out[i + 1] = UInt8(truncatingIfNeeded: b >> 8)
-                            }
-                            return out
-                        }
+                        try fillRandom(buffer, on: stream) { randomBF16Bytes($0, using: &random) }
                     }
                 }
                 caches.append(cache)

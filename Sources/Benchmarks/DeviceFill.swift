@@ -1,5 +1,6 @@
 import CPUReference
 import CUDA
+import Quant
 
 /// Fills `buffer` with random contents: `makeTile` draws up to 16 MiB of values on the host,
 /// which are uploaded once and repeated across the buffer by device copies. Speed does not
@@ -36,4 +37,15 @@ func microsecondsPerCall(on stream: CUDAStream, batches: Int = 5, _ launch: (Int
     }
     times.sort()
     return times[times.count / 2]
+}
+
+/// `count` bytes holding random bf16 values in [-1, 1] (little-endian pairs).
+func randomBF16Bytes(_ count: Int, using random: inout SplitMix64) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: count)
+    for i in stride(from: 0, to: count - 1, by: 2) {
+        let bits = BFloat16(Float.random(in: -1...1, using: &random)).bits
+        out[i] = UInt8(truncatingIfNeeded: bits)
+        out[i + 1] = UInt8(truncatingIfNeeded: bits >> 8)
+    }
+    return out
 }

@@ -116,13 +116,7 @@ public struct GemmBenchmark {
     func randomBytes(_ count: Int, _ type: CuBLASLt.InputType, using random: inout SplitMix64) -> [UInt8] {
         switch type {
         case .bf16:
-            var out = [UInt8](repeating: 0, count: count)
-            for i in stride(from: 0, to: count - 1, by: 2) {
-                let bits = BFloat16(Float.random(in: -1...1, using: &random)).bits
-                out[i] = UInt8(truncatingIfNeeded: bits)
-                out[i + 1] = UInt8(truncatingIfNeeded: bits >> 8)
-            }
-            return out
+            return randomBF16Bytes(count, using: &random)
         case .fp8e4m3:
             return random.bytes(count).map { $0 & 0x7F == 0x7F ? $0 ^ 0x01 : $0 }
         }

@@ -8,6 +8,23 @@ struct Bench: ParsableCommand {
         abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
         subcommands: [Copy.self, Gemm.self, Attention.self])
 
+    /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
+    /// turns any error into one `error:` line and exit status 1.
+    static func report<Result: Encodable>(json: String?, _ body: () throws -> Result) throws {
+        do {
+            let result = try body()
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(result).write(to: URL(filePath: json))
+            }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw fail("\(error)")
+        }
+    }
+
     struct Copy: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Device-to-device copy bandwidth: comet's kernel against cuMemcpyDtoD.")
@@ -29,18 +46,10 @@ struct Bench: ParsableCommand {
         }
 
         func run() throws {
-            do {
+            try Bench.report(json: json) {
                 let result = try CopyBenchmark(library: gpu.makeLibrary(), bytes: mib << 20, iterations: iterations).run()
                 print(CopyBenchmark.table(result))
-                if let json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(result).write(to: URL(filePath: json))
-                }
-            } catch let exit as ExitCode {
-                throw exit
-            } catch {
-                throw fail("\(error)")
+                return result
             }
         }
     }
@@ -83,7 +92,7 @@ struct Bench: ParsableCommand {
         }
 
         func run() throws {
-            do {
+            try Bench.report(json: json) {
                 let library = try gpu.makeLibrary()
                 let cublas = noBaseline ? nil : try CuBLASLt.load(search: gpu.librarySearch)
                 let bench = GemmBenchmark(library: library, cublas: cublas, int8Share: int8Share)
@@ -99,15 +108,7 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(GemmBenchmark.table(rows, device: library.context.device.name))
-                if let json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(rows).write(to: URL(filePath: json))
-                }
-            } catch let exit as ExitCode {
-                throw exit
-            } catch {
-                throw fail("\(error)")
+                return rows
             }
         }
     }
@@ -144,7 +145,7 @@ struct Bench: ParsableCommand {
         }
 
         func run() throws {
-            do {
+            try Bench.report(json: json) {
                 let library = try gpu.makeLibrary()
                 let bench = AttentionBenchmark(library: library)
                 var rows: [AttentionBenchmark.Row] = []
@@ -155,15 +156,7 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(AttentionBenchmark.table(rows, device: library.context.device.name))
-                if let json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(rows).write(to: URL(filePath: json))
-                }
-            } catch let exit as ExitCode {
-                throw exit
-            } catch {
-                throw fail("\(error)")
+                return rows
             }
         }
     }

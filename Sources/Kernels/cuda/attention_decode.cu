@@ -24,18 +24,6 @@
 constexpr int ATTN_THREADS = 128;
 constexpr int ATTN_MAX_SPLIT = 512;
 
-COMET_DEVICE float attn_warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-COMET_DEVICE float attn_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // This lane's slice (D/8 values) of one cached token: loaded raw first, widened later, so
 // that a warp can have several tokens' loads in flight before it computes on any of them.
 template <int D, bool KV4> struct Slice;
@@ -182,14 +170,14 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
     for (int h = warp; h < GB; h += ATTN_THREADS / 32) {
         float m = negative_infinity();
         for (int i = lane; i < n; i += 32) m = fmaxf(m, probs[i][h]);
-        m = attn_warp_max(m);
+        m = warp_max(m);
         float l = 0.f;
         for (int i = lane; i < n; i += 32) {
             const float e = expf(probs[i][h] - m);
             probs[i][h] = e;
             l += e;
         }
-        l = attn_warp_sum(l);
+        l = warp_sum(l);
         if (lane == 0) {
             stats[h][0] = m;
             stats[h][1] = l;

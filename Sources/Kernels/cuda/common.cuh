@@ -18,3 +18,16 @@ COMET_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // -infinity (NVRTC has no math.h, hence no INFINITY).
 COMET_DEVICE float negative_infinity() { return __int_as_float(0xff800000); }
+
+// Reductions across the 32 lanes of a warp; every lane gets the result.
+COMET_DEVICE float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+COMET_DEVICE float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}

@@ -17,18 +17,6 @@
 
 constexpr int QUANT_THREADS = 256;
 
-COMET_DEVICE float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-COMET_DEVICE float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), into the FMPQ layout.
 template <int BS, typename Value>
 COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks,
