@@ -76,6 +76,20 @@ template <int D> struct Slice<D, false> {  // bf16: D/4 bytes
 // Tokens in flight per lane: all U slices are loaded before the first is used.
 constexpr int ATTN_UNROLL = 4;
 
+// Loads this lane's slices of tokens t, t + 16, ..., t + 16 (U - 1) that are before `end`,
+// finding each token's page through the sequence's block-table row.
+template <int D, bool KV4>
+COMET_DEVICE void load_tokens(Slice<D, KV4> (&slices)[ATTN_UNROLL], const void* cache, const __half2* params,
+                              const int32_t* table, int t, int end, int kv_heads, int kvh, int page_size, int part) {
+#pragma unroll
+    for (int u = 0; u < ATTN_UNROLL; ++u, t += 16) {
+        if (t < end) {
+            const size_t page = size_t(table[t / page_size]);
+            slices[u].load(cache, params, (page * kv_heads + kvh) * page_size + t % page_size, part);
+        }
+    }
+}
+
 template <int D, int GB, bool KV4>
 COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const void* __restrict__ k_cache,
                                    const void* __restrict__ v_cache, const __half2* __restrict__ k_params,
@@ -92,6 +106,7 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
     const int sub = lane >> 3, part = lane & 7;
     const int length = min(lengths[s], max_pages * page_size);  // never past the block table
     const int start = split * split_len, end = min(length, start + split_len), n = end - start;
+    const int32_t* table = block_table + size_t(s) * max_pages;  // this sequence's pages
     // Partial results: [split][sequence][q_head][D] and [split][sequence][q_head][2].
     const size_t slot = (size_t(split) * sequences + s) * q_heads + h0;
 
@@ -126,14 +141,7 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
     // Pass 1: scores. Step i of warp w takes tokens start + 16 (U i + u) + 4 w + sub, u < U.
     for (int t0 = start + warp * 4; t0 < end; t0 += 16 * ATTN_UNROLL) {  // uniform per warp: shuffles below
         Slice<D, KV4> slices[ATTN_UNROLL];
-#pragma unroll
-        for (int u = 0; u < ATTN_UNROLL; ++u) {
-            const int t = t0 + 16 * u + sub;
-            if (t < end) {
-                const int page = block_table[size_t(s) * max_pages + t / page_size];
-                slices[u].load(k_cache, k_params, (size_t(page) * kv_heads + kvh) * page_size + t % page_size, part);
-            }
-        }
+        load_tokens(slices, k_cache, k_params, table, t0 + sub, end, kv_heads, kvh, page_size, part);
 #pragma unroll
         for (int u = 0; u < ATTN_UNROLL; ++u) {
             const int t = t0 + 16 * u + sub;
@@ -195,14 +203,7 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
     }
     for (int t0 = start + warp * 4; t0 < end; t0 += 16 * ATTN_UNROLL) {  // uniform per warp: shuffles below
         Slice<D, KV4> slices[ATTN_UNROLL];
-#pragma unroll
-        for (int u = 0; u < ATTN_UNROLL; ++u) {
-            const int t = t0 + 16 * u + sub;
-            if (t < end) {
-                const int page = block_table[size_t(s) * max_pages + t / page_size];
-                slices[u].load(v_cache, v_params, (size_t(page) * kv_heads + kvh) * page_size + t % page_size, part);
-            }
-        }
+        load_tokens(slices, v_cache, v_params, table, t0 + sub, end, kv_heads, kvh, page_size, part);
 #pragma unroll
         for (int u = 0; u < ATTN_UNROLL; ++u) {
             const int t = t0 + 16 * u + sub;
