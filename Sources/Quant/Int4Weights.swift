@@ -51,4 +51,14 @@ public struct Int4Weights: Sendable, Equatable {
     }
 
     public func scale(output n: Int, block b: Int) -> Float { Float(scales[n * layout.blockCount + b]) }
+
+    /// The real weights the codes stand for, [outputs, layout.paddedChannels] (padding is zero).
+    public func dequantized() -> [Float] {
+        let kp = layout.paddedChannels
+        var out = [Float](repeating: 0, count: outputs * kp)
+        for n in 0..<outputs {
+            for k in 0..<kp { out[n * kp + k] = Float(code(output: n, channel: k)) * scale(output: n, block: k / layout.blockSize) }
+        }
+        return out
+    }
 }
