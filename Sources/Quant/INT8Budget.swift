@@ -36,3 +36,30 @@ public enum INT8Budget: Sendable, Equatable, Hashable, Codable {
         }
     }
 }
+
+/// JSON as a manifest shows it: {"fractionOfBlocks": 0.2} or {"thresholdRatio": 4, "maxFraction": 0.3}.
+extension INT8Budget {
+    private enum CodingKeys: String, CodingKey { case fractionOfBlocks, thresholdRatio, maxFraction }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let fraction = try container.decodeIfPresent(Double.self, forKey: .fractionOfBlocks) {
+            self = .fractionOfBlocks(fraction)
+        } else {
+            self = .threshold(
+                ratio: try container.decode(Double.self, forKey: .thresholdRatio),
+                maxFraction: try container.decode(Double.self, forKey: .maxFraction)
+            )
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case let .fractionOfBlocks(fraction): try container.encode(fraction, forKey: .fractionOfBlocks)
+        case let .threshold(ratio, maxFraction):
+            try container.encode(ratio, forKey: .thresholdRatio)
+            try container.encode(maxFraction, forKey: .maxFraction)
+        }
+    }
+}

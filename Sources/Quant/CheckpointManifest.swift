@@ -1,0 +1,114 @@
+/// manifest.json of a `QuantizedCheckpoint`: everything needed to use model.safetensors beside
+/// it, and to know how it was made. Plain data; `QuantizedCheckpoint` builds and checks it.
+public struct CheckpointManifest: Sendable, Equatable, Codable {
+    /// The `format` string of every comet checkpoint.
+    public static let formatName = "comet-fmpq-checkpoint"
+    /// The version this build writes and reads. Bump it whenever a reader of the old version
+    /// would misread the new files.
+    public static let currentVersion = 1
+    /// The packing every tensor follows, as `Int4Weights`, `QuantizedActivations` and
+    /// `QuantizedKV` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
+    /// 64/128-block); INT8 blocks last in K; permutation[p] = original channel at position p).
+    public static let currentPacking = "comet-w4ax-v1"
+
+    public var format: String
+    public var formatVersion: Int
+    /// The model config, as the Model module encodes it (opaque here).
+    public var model: JSONValue
+    public var tokenizer: TokenizerReference
+    public var packing: String
+    public var calibration: CalibrationSettings
+    public var kvCache: KVCacheSettings
+    /// Per quantized linear layer (e.g. "blk.3.ffn_down"): its layout and tensors.
+    public var layers: [String: LayerPrecision]
+    /// Every tensor in model.safetensors: dtype, shape and SHA-256.
+    public var tensors: [String: TensorRecord]
+
+    /// Where the tokenizer comes from (the checkpoint does not copy it).
+    public struct TokenizerReference: Sendable, Equatable, Codable {
+        /// "gguf" (BPE in the model file's metadata) or "sentencepiece".
+        public var kind: String
+        /// The file it was read from, as given to `quantize`.
+        public var source: String
+        /// SHA-256 of that file, to refuse a different one; nil if not recorded.
+        public var sha256: String?
+
+        public init(kind: String, source: String, sha256: String? = nil) {
+            self.kind = kind
+            self.source = source
+            self.sha256 = sha256
+        }
+    }
+
+    /// How calibration and weight quantization were run: the settings the accuracy table reports.
+    public struct CalibrationSettings: Sendable, Equatable, Codable {
+        /// The calibration text, e.g. "web: Genesis-Malachi".
+        public var text: String
+        public var tokens: Int
+        public var contextLength: Int
+        public var criterion: OutlierCriterion
+        public var budget: INT8Budget
+        public var blockSize: Int
+        public var int4Order: FMPQPermutation.INT4Order
+        /// Whether position 0 (the attention sink) was kept out of the outlier statistics.
+        public var excludesSink: Bool
+        /// "gptq" or "rtn".
+        public var weightMethod: String
+        /// The GPTQ settings when weightMethod is "gptq".
+        public var gptq: GPTQ?
+
+        public init(
+            text: String, tokens: Int, contextLength: Int, criterion: OutlierCriterion = .absMax, budget: INT8Budget = .default,
+            blockSize: Int = 128, int4Order: FMPQPermutation.INT4Order = .sortedByScore, excludesSink: Bool = true,
+            weightMethod: String = "gptq", gptq: GPTQ? = GPTQ()
+        ) {
+            self.text = text
+            self.tokens = tokens
+            self.contextLength = contextLength
+            self.criterion = criterion
+            self.budget = budget
+            self.blockSize = blockSize
+            self.int4Order = int4Order
+            self.excludesSink = excludesSink
+            self.weightMethod = weightMethod
+            self.gptq = gptq
+        }
+    }
+
+    /// The KV cache format the checkpoint was calibrated for.
+    public struct KVCacheSettings: Sendable, Equatable, Codable {
+        /// 4 (KV4, `QuantizedKV`) or 16 (fp16 cache).
+        public var bits: Int
+        /// Whether per-channel K smoothing (from calibration) is folded into the q/k projections.
+        public var keySmoothing: Bool
+
+        public init(bits: Int = 4, keySmoothing: Bool = false) {
+            self.bits = bits
+            self.keySmoothing = keySmoothing
+        }
+    }
+
+    /// One quantized linear layer: its FMPQ layout and the names of its tensors.
+    public struct LayerPrecision: Sendable, Equatable, Codable {
+        /// K before padding.
+        public var inputChannels: Int
+        /// N.
+        public var outputs: Int
+        public var blockSize: Int
+        public var int8Blocks: Int
+        /// int8Blocks / blocks, for reading (the loader checks it agrees).
+        public var int8Share: Double
+        /// U8 [outputs, paddedChannels / 2]: `Int4Weights.codes`.
+        public var weights: String
+        /// F16 [outputs, blocks]: `Int4Weights.scales`.
+        public var scales: String
+        /// I32 [inputChannels]: `FMPQPermutation.permutation`.
+        public var permutation: String
+    }
+
+    public struct TensorRecord: Sendable, Equatable, Codable {
+        public var dtype: TensorDType
+        public var shape: [Int]
+        public var sha256: String
+    }
+}
