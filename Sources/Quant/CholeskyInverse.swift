@@ -10,26 +10,34 @@ enum CholeskyInverse {
 
     static func upperFactorOfInverse(_ h: [Double], k: Int) throws(Failure) -> [Double] {
         precondition(h.count == k * k)
-        // a = J·H·J, then a = L (lower, in place, left-looking dot-product form).
+        // a = J·H·J, then a = L (lower, in place), a column at a time: the diagonal entry, then
+        // every entry below it in parallel (each is one contiguous dot product of two rows).
         var a = [Double](repeating: 0, count: k * k)
         for i in 0..<k {
             for j in 0..<k { a[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)] }
         }
-        for i in 0..<k {
-            for j in 0...i {
-                var s = a[i * k + j]
-                for p in 0..<j { s -= a[i * k + p] * a[j * k + p] }
-                if i == j {
-                    guard s > 0, s.isFinite else { throw .notPositiveDefinite(pivot: k - 1 - i) }
-                    a[i * k + i] = s.squareRoot()
-                } else {
-                    a[i * k + j] = s / a[j * k + j]
+        var failedPivot: Int?
+        a.withUnsafeMutableBufferPointer { buffer in
+            let l = SharedBuffer(buffer)
+            let chunk = 32
+            for j in 0..<k {
+                let pivot = l[j * k + j] - dot(l.base + j * k, l.base + j * k, j)
+                guard pivot > 0, pivot.isFinite else { failedPivot = k - 1 - j; return }
+                let d = pivot.squareRoot()
+                l[j * k + j] = d
+                let below = k - j - 1
+                parallelFor((below + chunk - 1) / chunk) { c in
+                    for i in (j + 1 + c * chunk)..<min(j + 1 + (c + 1) * chunk, k) {
+                        l[i * k + j] = (l[i * k + j] - dot(l.base + i * k, l.base + j * k, j)) / d
+                    }
                 }
             }
-            for j in (i + 1)..<max(i + 1, k) { a[i * k + j] = 0 }
+            for i in 0..<k { for j in (i + 1)..<max(i + 1, k) { l[i * k + j] = 0 } }
         }
+        if let pivot = failedPivot { throw .notPositiveDefinite(pivot: pivot) }
         // m = L⁻¹, one column at a time (forward substitution; columns are independent). The
-        // column is written into row c of mt = (L⁻¹)ᵀ so every write is contiguous.
+        // column is written into row c of mt = (L⁻¹)ᵀ so every write is contiguous, and each
+        // step is a dot product of row i of L with the column so far.
         var mt = [Double](repeating: 0, count: k * k)
         a.withUnsafeBufferPointer { l in
             mt.withUnsafeMutableBufferPointer { out in
@@ -38,9 +46,7 @@ enum CholeskyInverse {
                     let m = out.base + c * k  // m[i] = (L⁻¹)[i, c]; zero above the diagonal
                     m[c] = 1 / l[c * k + c]
                     for i in (c + 1)..<max(c + 1, k) {
-                        var s = 0.0
-                        for p in c..<i { s -= l[i * k + p] * m[p] }
-                        m[i] = s / l[i * k + i]
+                        m[i] = -dot(l.base + i * k + c, m + c, i - c) / l[i * k + i]
                     }
                 }
             }

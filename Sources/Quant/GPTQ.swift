@@ -124,7 +124,7 @@ public struct GPTQ: Sendable, Equatable, Codable {
         var scales = [Float16](repeating: 0, count: outputs * layout.blockCount)
         // Rows are independent given U: tiles of rows run in parallel, each with its own
         // error scratch, allocated here once (the loops below allocate nothing).
-        let tileRows = 8
+        let tileRows = 16
         let tiles = (outputs + tileRows - 1) / tileRows
         let errorStride = batches.map { $0.end - $0.start }.max() ?? 0
         var errors = [Float](repeating: 0, count: tiles * tileRows * errorStride)
@@ -162,9 +162,13 @@ public struct GPTQ: Sendable, Equatable, Codable {
                                             subtractScaled(row + i + 1, e, u.base + i * k + i + 1, batch.end - i - 1)
                                             if i + 1 == groups[group].end { group += 1 }
                                         }
-                                        // Lazy update of every column after the batch.
-                                        for i in batch.start..<batch.end {
-                                            subtractScaled(row + batch.end, err[i - batch.start], u.base + i * k + batch.end, k - batch.end)
+                                    }
+                                    // Lazy update of every column after the batch: row i of U
+                                    // stays in L1 while the tile's rows take it.
+                                    for i in batch.start..<batch.end {
+                                        for n in rows {
+                                            let err = errors.base + (n - tile * tileRows) * errorStride
+                                            subtractScaled(work.base + n * k + batch.end, err[i - batch.start], u.base + i * k + batch.end, k - batch.end)
                                         }
                                     }
                                 }

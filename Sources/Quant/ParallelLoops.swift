@@ -48,6 +48,27 @@ func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Floa
     return sum
 }
 
+/// Σ a[i]·b[i] in Double, four lanes by two accumulators in a fixed order.
+@inline(__always)
+func dot(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ n: Int) -> Double {
+    var acc0 = SIMD4<Double>(), acc1 = SIMD4<Double>()
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 8 <= n {
+        acc0 += ra.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self)
+            * rb.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self)
+        acc1 += ra.loadUnaligned(fromByteOffset: i * 8 + 32, as: SIMD4<Double>.self)
+            * rb.loadUnaligned(fromByteOffset: i * 8 + 32, as: SIMD4<Double>.self)
+        i += 8
+    }
+    var sum = (acc0 + acc1).sum()
+    while i < n {
+        sum += a[i] * b[i]
+        i += 1
+    }
+    return sum
+}
+
 /// y[i] -= alpha·x[i] for i in 0..<n (the GPTQ column update).
 @inline(__always)
 func subtractScaled(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
