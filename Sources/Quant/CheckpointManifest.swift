@@ -44,34 +44,21 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     public struct CalibrationSettings: Sendable, Equatable, Codable {
         /// The calibration text, e.g. "web: Genesis-Malachi".
         public var text: String
+        /// Calibration tokens seen by every layer.
         public var tokens: Int
+        /// Tokens per calibration sequence.
         public var contextLength: Int
-        public var criterion: OutlierCriterion
-        public var budget: INT8Budget
-        public var blockSize: Int
-        public var int4Order: FMPQPermutation.INT4Order
         /// Whether position 0 (the attention sink) was kept out of the outlier statistics.
         public var excludesSink: Bool
-        /// "gptq" or "rtn".
-        public var weightMethod: String
-        /// The GPTQ settings when weightMethod is "gptq".
-        public var gptq: GPTQ?
+        /// The FMPQ choices applied to every linear layer.
+        public var recipe: FMPQRecipe
 
-        public init(
-            text: String, tokens: Int, contextLength: Int, criterion: OutlierCriterion = .absMax, budget: INT8Budget = .default,
-            blockSize: Int = 128, int4Order: FMPQPermutation.INT4Order = .sortedByScore, excludesSink: Bool = true,
-            weightMethod: String = "gptq", gptq: GPTQ? = GPTQ()
-        ) {
+        public init(text: String, tokens: Int, contextLength: Int, excludesSink: Bool = true, recipe: FMPQRecipe = FMPQRecipe()) {
             self.text = text
             self.tokens = tokens
             self.contextLength = contextLength
-            self.criterion = criterion
-            self.budget = budget
-            self.blockSize = blockSize
-            self.int4Order = int4Order
             self.excludesSink = excludesSink
-            self.weightMethod = weightMethod
-            self.gptq = gptq
+            self.recipe = recipe
         }
     }
 

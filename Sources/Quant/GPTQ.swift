@@ -122,12 +122,12 @@ public struct GPTQ: Sendable, Equatable, Codable {
         }
         var codes = [Int8](repeating: 0, count: outputs * k)
         var scales = [Float16](repeating: 0, count: outputs * layout.blockCount)
-        // Rows are independent given U: tiles of rows run in parallel, each with its own
+        // Rows are independent given U: tiles of rows run in parallel; each row has its own
         // error scratch, allocated here once (the loops below allocate nothing).
         let tileRows = 16
         let tiles = (outputs + tileRows - 1) / tileRows
         let errorStride = batches.map { $0.end - $0.start }.max() ?? 0
-        var errors = [Float](repeating: 0, count: tiles * tileRows * errorStride)
+        var errors = [Float](repeating: 0, count: outputs * errorStride)  // [outputs, batch]
 
         u.withUnsafeBufferPointer { uBuffer in
             work.withUnsafeMutableBufferPointer { workBuffer in
@@ -142,7 +142,7 @@ public struct GPTQ: Sendable, Equatable, Codable {
                                 for batch in batches {
                                     for n in rows {
                                         let row = work.base + n * k
-                                        let err = errors.base + (n - tile * tileRows) * errorStride
+                                        let err = errors.base + n * errorStride
                                         var group = batch.firstGroup
                                         var scale: Float = 0
                                         for i in batch.start..<batch.end {
@@ -167,7 +167,7 @@ public struct GPTQ: Sendable, Equatable, Codable {
                                     // stays in L1 while the tile's rows take it.
                                     for i in batch.start..<batch.end {
                                         for n in rows {
-                                            let err = errors.base + (n - tile * tileRows) * errorStride
+                                            let err = errors.base + n * errorStride
                                             subtractScaled(work.base + n * k + batch.end, err[i - batch.start], u.base + i * k + batch.end, k - batch.end)
                                         }
                                     }

@@ -16,7 +16,7 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
     let config: JSONValue = .object(["dim": .int(576), "ropeBase": .number(100000.5), "architecture": .string("llama"), "tied": .bool(true)])
     var checkpoint = QuantizedCheckpoint(
         model: config, tokenizer: .init(kind: "gguf", source: "SmolLM2-135M-Instruct.Q4_1.gguf", sha256: String(repeating: "ab", count: 32)),
-        calibration: .init(text: "web: Genesis-Malachi", tokens: 16384, contextLength: 512, budget: .threshold(ratio: 6, maxFraction: 0.25))
+        calibration: .init(text: "web: Genesis-Malachi", tokens: 16384, contextLength: 512, recipe: FMPQRecipe(budget: .threshold(ratio: 6, maxFraction: 0.25)))
     )
     for (name, k, n, blockSize) in [("blk.0.attn_q", 576, 24, 128), ("blk.0.ffn_down", 320, 16, 64)] {
         let x = activationsWithOutliers(tokens: 32, channels: k, outliers: [1, 7, k - 3], factor: 30, using: &random)

@@ -1,5 +1,5 @@
 import CPUReference
-import Quant
+@testable import Quant
 import Testing
 
 /// A synthetic layer whose inputs are strongly correlated across channels (a low-rank signal
@@ -76,15 +76,15 @@ struct CorrelatedLayer {
     /// give identical bits (the row tiles run on any threads).
     @Test func codesAreInRangeAndDeterministic() throws {
         var (random, seed) = freshGenerator()
-        let layer = CorrelatedLayer(k: 200, n: 37, using: &random)  // partial last block, odd rows
+        let layer = CorrelatedLayer(k: 200, n: 101, using: &random)  // partial last block, a partial row tile
         let x = layer.inputs(300, using: &random)
         var hessian = GPTQHessian(channels: 200)
         try hessian.add(x, tokens: 300)
         let layout = try FMPQLayout(inputChannels: 200, int8Blocks: 1)
-        let a = try GPTQ().quantize(layer.weights, outputs: 37, hessian: hessian.matrix, layout: layout)
-        let b = try GPTQ().quantize(layer.weights, outputs: 37, hessian: hessian.matrix, layout: layout)
+        let a = try GPTQ().quantize(layer.weights, outputs: 101, hessian: hessian.matrix, layout: layout)
+        let b = try GPTQ().quantize(layer.weights, outputs: 101, hessian: hessian.matrix, layout: layout)
         #expect(a == b, "seed \(seed)")
-        for row in 0..<37 {
+        for row in 0..<101 {
             for c in 0..<layout.paddedChannels {
                 let code = a.code(output: row, channel: c)
                 #expect((-7...7).contains(code) && (c < 200 || code == 0), "seed \(seed)")
@@ -125,6 +125,35 @@ struct CorrelatedLayer {
         let layout = try FMPQLayout(inputChannels: 64, blockSize: 64, int8Blocks: 0)
         #expect(throws: QuantError.self) { try GPTQ().quantize([Float](repeating: 1, count: 64), outputs: 1, hessian: [1], layout: layout) }
         #expect(throws: QuantError.self) { try GPTQ().quantize([1], outputs: 1, hessian: [Double](repeating: 0, count: 64 * 64), layout: layout) }
+    }
+}
+
+@Suite struct CholeskyInverseTests {
+    /// UᵀU·H = I to 1e-9 for random SPD matrices (condition numbers ~10-100, Double), U is upper
+    /// triangular, and a singular matrix is refused.
+    @Test func upperFactorInvertsH() throws {
+        var (random, seed) = freshGenerator()
+        for k in [1, 5, 64, 150] {
+            let x = random.gaussians(3 * k * k)
+            var h = [Double](repeating: 0, count: k * k)
+            for i in 0..<k {
+                for j in 0..<k { h[i * k + j] = (0..<3 * k).reduce(0.0) { $0 + Double(x[$1 * k + i]) * Double(x[$1 * k + j]) } }
+            }
+            let u = try CholeskyInverse.upperFactorOfInverse(h, k: k)
+            for i in 0..<k {
+                for j in 0..<i { #expect(u[i * k + j] == 0) }
+                for j in 0..<k {
+                    var s = 0.0
+                    for p in 0..<k {
+                        var hinv = 0.0
+                        for q in 0...min(i, p) { hinv += u[q * k + i] * u[q * k + p] }
+                        s += hinv * h[p * k + j]
+                    }
+                    #expect(abs(s - (i == j ? 1 : 0)) <= 1e-9, "seed \(seed) k \(k) [\(i), \(j)]")
+                }
+            }
+        }
+        #expect(throws: CholeskyInverse.Failure.self) { try CholeskyInverse.upperFactorOfInverse([1, 1, 1, 1], k: 2) }
     }
 }
 
