@@ -7,7 +7,7 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     /// would misread the new files.
     public static let currentVersion = 1
     /// The packing every tensor follows, as `Int4Weights`, `QuantizedActivations` and
-    /// `QuantizedKV` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
+    /// `KV4` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
     /// 64/128-block); INT8 blocks last in K; permutation[p] = original channel at position p).
     public static let currentPacking = "comet-w4ax-v1"
 
@@ -64,7 +64,7 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
 
     /// The KV cache format the checkpoint was calibrated for.
     public struct KVCacheSettings: Sendable, Equatable, Codable {
-        /// 4 (KV4, `QuantizedKV`) or 16 (fp16 cache).
+        /// 4 (KV4, the `KV4` format) or 16 (fp16 cache).
         public var bits: Int
         /// Whether per-channel K smoothing (from calibration) is folded into the q/k projections.
         public var keySmoothing: Bool

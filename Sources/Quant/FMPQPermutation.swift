@@ -5,8 +5,9 @@
 /// `layout.inputChannels` to `layout.paddedChannels` are the format's zero padding (the end of
 /// the last block; see `FMPQLayout`), so with a partial last block the INT8 region holds fewer
 /// than `int8Channels` real channels. Activations are permuted at run time (the fused
-/// norm/quantize kernel gathers through `permutation`); weight input columns are permuted
-/// offline with `permuteColumns`, and then X·Wᵀ is unchanged.
+/// norm/quantize kernels gather through `permutation`; `ActivationQuantization` is their
+/// reference); weight input columns are permuted offline with `permuteColumns`, and then X·Wᵀ
+/// is unchanged.
 public struct FMPQPermutation: Sendable, Equatable, Codable {
     /// The layout after permuting: `layout.int8Blocks` blocks at the end of K are INT8.
     public let layout: FMPQLayout

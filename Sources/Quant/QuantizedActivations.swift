@@ -61,12 +61,6 @@ public struct QuantizedActivations: Sendable, Equatable {
         }
     }
 
-    /// Permutes `x` ([tokens, inputChannels], original channel order) and quantizes it in the
-    /// permutation's layout: the reference of the fused norm/permute/quantize kernel.
-    public init(quantizing x: [Float], tokens: Int, permutation: FMPQPermutation) throws {
-        try self.init(quantizing: permutation.permuteColumns(x, rows: tokens), tokens: tokens, layout: permutation.layout)
-    }
-
     /// The integer code of (token, channel k) of the padded K, whatever its region.
     public func code(token t: Int, channel k: Int) -> Int32 {
         if k < layout.int4Channels {

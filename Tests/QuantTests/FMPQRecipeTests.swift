@@ -28,7 +28,7 @@ import Testing
 
         let (weights, permutation) = try FMPQRecipe(weightMethod: method).quantize(weights: w, outputs: n, statistics: stats, hessian: hessian)
         #expect(permutation.layout.int8Blocks == 1)  // 20% of 5 blocks
-        let fmpq = try W4AxLinear.reference(QuantizedActivations(quantizing: x, tokens: tokens, permutation: permutation), weights)
+        let fmpq = try W4AxLinear.reference(ActivationQuantization.permuted(x, tokens: tokens, permutation: permutation.permutation, layout: permutation.layout), weights)
 
         let plainLayout = try FMPQLayout(inputChannels: k, int8Blocks: 0)
         let plain = try W4AxLinear.reference(
