@@ -1,5 +1,6 @@
 import CUDA
 import FoundationEssentials
+import Quant
 
 /// Compiles embedded kernel sources with NVRTC, caching cubins on disk.
 ///
@@ -37,11 +38,10 @@ public final class KernelCompiler: Sendable {
     }
 
     public func cacheKey(for unit: KernelSource, arch: String) -> String {
-        var hasher = SHA256()
-        hasher.update("comet-kernel-cache-v1\0\(unit.name)\0\(unit.text)\0")
-        for header in KernelSource.headers { hasher.update("\(header.name)\0\(header.text)\0") }
-        hasher.update("\(options.joined(separator: " "))\0\(arch)\0nvrtc \(nvrtc.versionString)")
-        return hasher.finalizeHex()
+        var key = "comet-kernel-cache-v1\0\(unit.name)\0\(unit.text)\0"
+        for header in KernelSource.headers { key += "\(header.name)\0\(header.text)\0" }
+        key += "\(options.joined(separator: " "))\0\(arch)\0nvrtc \(nvrtc.versionString)"
+        return SHA256.hex(key)
     }
 
     /// The cubin of `unit` for `arch`, from the cache when `useCache` and present.

@@ -3,17 +3,17 @@
 /// NOTES: why SHA-256 and not CRC32: a checkpoint of a large model is gigabytes, where a
 /// 32-bit check lets one corruption in 4·10⁹ through and says nothing about *which* file
 /// version a manifest was written for; SHA-256 is also what safetensors tooling and model hubs
-/// print, so a tensor can be compared by hand. Why a copy here: Quant must not depend on
-/// Kernels (Kernels depends on Quant), and `Kernels.SHA256` hashes a byte at a time through
-/// an array, far too slow for gigabytes. This one compresses 64-byte blocks straight from the
-/// buffer (a few hundred MB/s optimized). Kernels could switch to it (it would need to be public).
-struct SHA256 {
+/// print, so a tensor can be compared by hand. Written here rather than taken from swift-crypto,
+/// which pulls full Foundation (and its ICU data) into the static binary that must travel to the
+/// GPU machine. It compresses 64-byte blocks straight from the buffer (a few hundred MB/s
+/// optimized); the kernel cache keys use it too.
+public struct SHA256 {
     private var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (
         0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
     )
 
     /// The digest of `bytes` as 64 lowercase hex digits.
-    static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+    public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
         var hasher = SHA256()
         let whole = bytes.count / 64 * 64
         var offset = 0
@@ -37,7 +37,9 @@ struct SHA256 {
         }.joined()
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { bytes.withUnsafeBytes { hex($0) } }
+    public static func hex(_ bytes: [UInt8]) -> String { bytes.withUnsafeBytes { hex($0) } }
+
+    public static func hex(_ text: String) -> String { hex(Array(text.utf8)) }
 
     private static let k: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,

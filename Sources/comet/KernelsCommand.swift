@@ -1,6 +1,7 @@
 import ArgumentParser
 import CUDA
 import Kernels
+import Quant
 
 #if canImport(Glibc)
 import Glibc
