@@ -5,7 +5,8 @@ import Glibc
 ///
 /// NOTES: the package is built for baseline x86-64 (SSE2, no FMA), so the inner loops use `SIMD8<Float>`
 /// multiplies and adds (two SSE registers each) and never `addingProduct`, which would become a call to
-/// `fmaf` per lane without hardware FMA.
+/// `fmaf` per lane without hardware FMA. The innermost loops are `@_optimize(speed)`: in debug builds
+/// (`swift test`) that inlines the SIMD operators and halves the time of a forward pass on the real model.
 enum CPUKernels {
     /// y = x · wᵀ (or y += x · wᵀ with `accumulate`), parallel over blocks of output rows.
     ///
@@ -49,6 +50,7 @@ enum CPUKernels {
 
     /// The dot products of `x` with four rows of `w` (rows `rowStride` apart), loading `x` once.
     @inline(__always)
+    @_optimize(speed)
     static func dot4(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, rowStride: Int, count: Int) -> SIMD4<Float> {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         let w0 = w, w1 = w + rowStride, w2 = w + 2 * rowStride, w3 = w + 3 * rowStride
@@ -71,6 +73,7 @@ enum CPUKernels {
 
     /// Σ a[i] * b[i] over `count` elements.
     @inline(__always)
+    @_optimize(speed)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
         var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
         var i = 0
@@ -93,6 +96,7 @@ enum CPUKernels {
 
     /// y += alpha * x over `count` elements.
     @inline(__always)
+    @_optimize(speed)
     static func addScaled(_ x: UnsafePointer<Float>, _ alpha: Float, into y: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i + 8 <= count {

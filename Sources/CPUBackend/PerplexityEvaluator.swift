@@ -49,6 +49,11 @@ public struct PerplexityEvaluator {
 
     /// The windows for a sequence of `count` tokens.
     public func windows(count: Int) -> [Window] {
+        Self.windows(count: count, context: context, stride: stride)
+    }
+
+    /// The windows of `context` tokens every `stride` tokens over a sequence of `count` tokens.
+    public static func windows(count: Int, context: Int, stride: Int) -> [Window] {
         var windows: [Window] = []
         var scoredEnd = 0
         var begin = 0
