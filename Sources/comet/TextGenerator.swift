@@ -25,7 +25,7 @@ struct TextGenerator {
         var stopReason = "max tokens"
 
         var summary: String {
-            func rate(_ n: Int, _ s: Double) -> String { s > 0 ? String(format1(Double(n) / s)) : "-" }
+            func rate(_ n: Int, _ s: Double) -> String { s > 0 ? format1(Double(n) / s) : "-" }
             var line = "\(generatedTokens) tokens in \(format2(generationSeconds)) s: \(rate(generatedTokens, generationSeconds)) tokens/s"
             let ran = promptTokens - reusedTokens
             line += "; prompt \(promptTokens) tokens"
