@@ -4,6 +4,7 @@ import PackageDescription
 // One module per concept; the dependency arrows point one way:
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
+//   comet (CLI) -> CPUBackend -> Model;  comet -> Sampling
 let package = Package(
     name: "comet",
     platforms: [.macOS(.v15)],
@@ -23,6 +24,11 @@ let package = Package(
         .target(name: "Quant"),
         // The model file (GGUF reader, dequantization), its config, tokenizers and chat templates.
         .target(name: "Model"),
+        // The llama forward pass on the CPU (fp32, multi-threaded, SIMD): runs the default model
+        // without a GPU, and is the float reference for the GPU path.
+        .target(name: "CPUBackend", dependencies: ["Model"]),
+        // Next-token sampling from logits (greedy, temperature, top-k/p, min-p, penalties, seeded).
+        .target(name: "Sampling"),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
@@ -37,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "comet",
             dependencies: [
-                "CUDA", "Kernels", "GPUChecks", "Benchmarks",
+                "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -56,5 +62,8 @@ let package = Package(
         .testTarget(name: "CometCLITests", dependencies: ["comet"]),
         // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
+        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
     ]
 )

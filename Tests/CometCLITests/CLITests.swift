@@ -54,3 +54,44 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
         #expect(status != 0 && output.contains("--mib must be between"))
     }
 }
+
+/// The model commands on the default model (scripts/fetch-test-assets.sh puts it where `comet` looks).
+@Suite struct ModelCommandTests {
+    static let assets = ProcessInfo.processInfo.environment["COMET_ASSETS"]
+        ?? (NSHomeDirectory() + "/.cache/comet/assets")
+    static let hasModel = FileManager.default.fileExists(atPath: assets + "/SmolLM2-135M-Instruct.Q4_1.gguf")
+        || ProcessInfo.processInfo.environment["COMET_REQUIRE_ASSETS"] == "1"
+
+    @Test(.enabled(if: hasModel, "run scripts/fetch-test-assets.sh"))
+    func tokenizeAndDetokenizeRoundTrip() throws {
+        let (status, output) = try runComet(["tokenize", "The capital of France is"])
+        #expect(status == 0, "\(output)")
+        #expect(output == "[504, 3575, 282, 4649, 314]\n")
+        let back = try runComet(["detokenize", "[504, 3575, 282, 4649, 314]"])
+        #expect(back.status == 0 && back.output == "The capital of France is\n")
+    }
+
+    /// Greedy generation streams the golden continuation (Tests/CPUBackendTests/Fixtures) and reports speed.
+    @Test(.enabled(if: hasModel, "run scripts/fetch-test-assets.sh"))
+    func generateGreedy() throws {
+        let (status, output) = try runComet(["generate", "--temperature", "0", "--max-tokens", "2", "The capital of France is"])
+        #expect(status == 0, "\(output)")
+        #expect(output.hasPrefix(" Paris.\n"), "\(output)")
+        #expect(output.contains("2 tokens in") && output.contains("tokens/s"), "\(output)")
+    }
+
+    @Test func aMissingDefaultModelSaysToPull() throws {
+        let (status, output) = try runComet(["generate", "hi"], environment: ["COMET_ASSETS": "/nonexistent", "HOME": "/nonexistent"])
+        #expect(status == 1)
+        #expect(output == "error: the default model is not downloaded yet (/nonexistent/SmolLM2-135M-Instruct.Q4_1.gguf); run `comet pull` first, or pass --model FILE\n")
+    }
+
+    @Test func aFileThatIsNotGGUFIsOneErrorLine() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("comet-\(UUID().uuidString).gguf").path
+        _ = FileManager.default.createFile(atPath: path, contents: Data("hello".utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let (status, output) = try runComet(["generate", "--model", path, "hi"])
+        #expect(status == 1)
+        #expect(output.hasPrefix("error: \(path): not a GGUF file") && output.split(separator: "\n").count == 1, "\(output)")
+    }
+}

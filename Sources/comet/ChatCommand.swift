@@ -1,0 +1,92 @@
+import ArgumentParser
+import CPUBackend
+import Model
+import Sampling
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Chat with the model on the CPU: one message per line on stdin, replies on stdout.",
+        discussion: "Keeps the conversation in the model's chat template. Commands: /reset forgets the conversation, /exit (or end of input) quits. Works with piped input too: each line is one user message.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var sampling: SamplingOptions
+
+    @Option(help: "The most tokens of one reply.")
+    var maxTokens = 512
+
+    @Option(help: "System message (default: the template's own, if any).")
+    var system: String?
+
+    @Option(help: "KV cache length; the oldest turns are dropped when the conversation outgrows it.")
+    var ctx = 2048
+
+    @Flag(help: "Print tokens/s after each reply (on stderr).")
+    var stats = false
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
+        if ctx < 16 { throw ValidationError("--ctx must be at least 16") }
+    }
+
+    func run() throws {
+        let gguf = try modelOptions.openFile()
+        let tokenizer = try modelOptions.tokenizer(gguf)
+        let template = try orFail("\(modelOptions.path)") { try ChatTemplate(gguf: gguf) }
+        var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
+        if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
+        let model = try modelOptions.cpuModel(gguf)
+        let contextLength = min(ctx, model.config.contextLength)
+        var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: contextLength)
+        var sampler = Sampler(sampling.parameters)
+        let interactive = isatty(0) == 1
+        var stderr = StandardError()
+        if interactive { print("Chatting with \(modelOptions.path). /reset forgets, /exit quits.", to: &stderr) }
+
+        var history: [ChatMessage] = []
+        while true {
+            if interactive { writeOut("> ") }
+            guard let line = readLine(strippingNewline: true) else { break }
+            let message = line.trimmingWhitespace()
+            if message.isEmpty { continue }
+            if message == "/exit" || message == "/quit" { break }
+            if message == "/reset" { history.removeAll(); continue }
+
+            history.append(ChatMessage(role: .user, content: message))
+            // Drop the oldest exchanges until the prompt leaves room for a reply.
+            var prompt: [Int32] = []
+            while true {
+                var messages = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
+                messages += history
+                let text = try orFail("") { try template.render(messages) }
+                prompt = tokenizer.encode(text, addBOS: false, parseSpecial: true)
+                if prompt.count + min(maxTokens, 64) <= contextLength || history.count <= 1 { break }
+                history.removeFirst(min(2, history.count - 1))
+            }
+            guard prompt.count < contextLength else {
+                print("error: that message is too long for the context (\(prompt.count) tokens, --ctx \(contextLength))", to: &stderr)
+                history.removeLast()
+                continue
+            }
+            let (tokens, replyStats) = try orFail("") {
+                try generator.generate(prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens, emit: writeOut)
+            }
+            writeOut(interactive ? "\n" : "\n\n")
+            history.append(ChatMessage(role: .assistant, content: tokenizer.decode(tokens)))
+            if stats { print(replyStats.summary, to: &stderr) }
+        }
+    }
+}
+
+extension String {
+    /// Without leading and trailing whitespace (and newlines).
+    func trimmingWhitespace() -> String {
+        var scalars = unicodeScalars[...]
+        while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() }
+        return String(String.UnicodeScalarView(scalars))
+    }
+}

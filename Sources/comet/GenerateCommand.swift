@@ -1,0 +1,62 @@
+import ArgumentParser
+import CPUBackend
+import Model
+import Sampling
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt on the CPU, streaming it; tokens/s go to stderr.",
+        discussion: "Special tokens written in the prompt (e.g. <|im_start|>) are recognized. With --chat the prompt is a user message put into the model's chat template.")
+
+    @Argument(help: "The prompt.")
+    var prompt: String
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var sampling: SamplingOptions
+
+    @Option(help: "The most tokens to generate.")
+    var maxTokens = 256
+
+    @Flag(help: "Treat the prompt as a user message and apply the model's chat template.")
+    var chat = false
+
+    @Option(help: "System message (with --chat; default: the template's own, if any).")
+    var system: String?
+
+    @Option(help: "KV cache length: prompt plus generated tokens.")
+    var ctx = 2048
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
+        if ctx < 2 { throw ValidationError("--ctx must be at least 2") }
+        if system != nil && !chat { throw ValidationError("--system needs --chat") }
+    }
+
+    func run() throws {
+        let gguf = try modelOptions.openFile()
+        let tokenizer = try modelOptions.tokenizer(gguf)
+        var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
+        let ids: [Int32]
+        if chat {
+            let template = try orFail("\(modelOptions.path)") { try ChatTemplate(gguf: gguf) }
+            var messages = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
+            messages.append(ChatMessage(role: .user, content: prompt))
+            let text = try orFail("") { try template.render(messages) }
+            ids = tokenizer.encode(text, addBOS: false, parseSpecial: true)
+            if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
+        } else {
+            ids = tokenizer.encode(prompt, addBOS: tokenizer.addsBOS, parseSpecial: true)
+        }
+        guard !ids.isEmpty else { throw fail("the prompt is empty") }
+
+        let model = try modelOptions.cpuModel(gguf)
+        var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: min(ctx, model.config.contextLength))
+        var sampler = Sampler(sampling.parameters)
+        let (_, stats) = try orFail("") {
+            try generator.generate(prompt: ids, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens, emit: writeOut)
+        }
+        writeOut("\n")
+        var stderr = StandardError()
+        print(stats.summary + " (\(model.threads) threads)", to: &stderr)
+    }
+}

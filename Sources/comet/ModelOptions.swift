@@ -1,0 +1,67 @@
+import ArgumentParser
+import CPUBackend
+import Model
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--model` and `--threads`, shared by every command that reads a model; loading is done here so that
+/// every command reports a missing or bad model file the same way: one error line, exit status 1.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "GGUF model file (default: the SmolLM2-135M-Instruct that `comet pull` fetches).")
+    var model: String?
+
+    @Option(help: "CPU threads for the forward pass (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    var path: String { model ?? DefaultModel.path() }
+
+    /// The opened file, or exit 1 with a message that says what to do.
+    func openFile() throws -> GGUFFile {
+        guard access(path, F_OK) == 0 else {
+            if model == nil {
+                throw fail("the default model is not downloaded yet (\(path)); run `comet pull` first, or pass --model FILE")
+            }
+            throw fail("model file not found: \(path)")
+        }
+        return try orFail("\(path)") { try GGUFFile(path: path) }
+    }
+
+    func tokenizer(_ gguf: GGUFFile) throws -> any Tokenizer {
+        try orFail("\(path)") { try makeTokenizer(gguf: gguf) }
+    }
+
+    /// The model loaded for the CPU backend (weights dequantized to fp32).
+    func cpuModel(_ gguf: GGUFFile) throws -> LlamaCPUModel {
+        try orFail("\(path)") { try LlamaCPUModel(gguf: gguf, threads: threads) }
+    }
+}
+
+/// `body`'s value, or exit 1 with its error printed after `context`.
+func orFail<T>(_ context: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let exit as ExitCode {
+        throw exit
+    } catch {
+        throw fail(context.isEmpty ? "\(error)" : "\(context): \(error)")
+    }
+}
+
+/// Writes `text` to stdout at once (streamed tokens must not wait in a buffer).
+func writeOut(_ text: String) {
+    guard !text.isEmpty else { return }
+    print(text, terminator: "")
+    fflush(nil)
+}
+
+/// Seconds elapsed since `start`.
+func seconds(since start: ContinuousClock.Instant) -> Double {
+    let elapsed = ContinuousClock.now - start
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+}
