@@ -37,7 +37,7 @@ let package = Package(
             plugins: ["EmbedKernelSourcesPlugin"]
         ),
         // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
-        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant"]),
+        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference", "CPUBackend", "Model", "Quant"]),
         // Benchmarks that time our kernels and the vendor baseline in the same run.
         .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant"]),
         .executableTarget(

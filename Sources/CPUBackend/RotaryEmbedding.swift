@@ -7,17 +7,17 @@ import Model
 /// Channel pair i (i < rotatedDims / 2) of every head at position p is rotated by the angle
 /// p * frequency[i], with frequency[i] = base^(-2i / rotatedDims), divided by the scaling.
 /// Channels at or beyond `rotatedDims` pass through unchanged.
-struct RotaryEmbedding: Sendable {
-    let convention: RoPEConvention
-    let headDim: Int
+public struct RotaryEmbedding: Sendable {
+    public let convention: RoPEConvention
+    public let headDim: Int
     /// Channels of each head that are rotated (even, at most headDim).
-    let rotatedDims: Int
+    public let rotatedDims: Int
     /// Radians per position of each channel pair, scaling applied: [rotatedDims / 2].
-    let frequencies: [Double]
+    public let frequencies: [Double]
 
     /// - Parameter frequencyFactors: the per-pair divisors of `.frequencyFactors` scaling (Llama 3.1's
     ///   `rope_freqs.weight`); required exactly then.
-    init(config: ModelConfig, frequencyFactors: [Float]? = nil) throws {
+    public init(config: ModelConfig, frequencyFactors: [Float]? = nil) throws {
         convention = config.ropeConvention
         headDim = config.headDim
         rotatedDims = config.ropeDimensions
@@ -45,7 +45,7 @@ struct RotaryEmbedding: Sendable {
     /// per forward call, for `apply` to use in every layer.
     ///
     ///     cos, sin: [tokens, rotatedDims / 2]
-    func fillTables(firstPosition: Int, tokens: Int, cos cosTable: UnsafeMutablePointer<Float>, sin sinTable: UnsafeMutablePointer<Float>) {
+    public func fillTables(firstPosition: Int, tokens: Int, cos cosTable: UnsafeMutablePointer<Float>, sin sinTable: UnsafeMutablePointer<Float>) {
         let pairs = rotatedDims / 2
         for t in 0..<tokens {
             let position = Double(firstPosition + t)
@@ -61,7 +61,7 @@ struct RotaryEmbedding: Sendable {
     /// Rotates every head of `tokens` rows in place with the tables of `fillTables`.
     ///
     ///     x: [tokens, heads * headDim] with row stride `rowStride`
-    func apply(
+    public func apply(
         _ x: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, heads: Int,
         cos cosTable: UnsafePointer<Float>, sin sinTable: UnsafePointer<Float>
     ) {

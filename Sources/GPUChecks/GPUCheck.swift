@@ -36,7 +36,7 @@ public struct GPUCheck: Sendable {
 
     /// Every check, in a fixed order.
     public static let all: [GPUCheck] = DriverChecks.all + CopyChecks.all + Int8GemmChecks.all + W4AxGemmChecks.all + FMPQQuantizeChecks.all
-        + DecodeAttentionChecks.all
+        + DecodeAttentionChecks.all + RoPEKVWriteChecks.all
 
     /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
     /// Prints `PASS`/`FAIL` lines through `log`, and returns the counts.
