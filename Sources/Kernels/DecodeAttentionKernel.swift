@@ -4,23 +4,20 @@ import Quant
 /// attention_decode.cu: one query token per sequence against its paged KV cache, GQA, split
 /// over long contexts and merged exactly.
 public struct DecodeAttentionKernel: Sendable {
-    let functions: [String: KernelFunction]
+    struct Variant: Hashable, Sendable { let format: PagedKVCache.Format, headDim: Int, headsPerCTA: Int }
+    let functions: KernelVariants<Variant>
     let combine: KernelFunction
     let multiprocessors: Int
     /// Tokens per CTA: at most `ATTN_MAX_SPLIT` of the kernel, at least this.
     static let splitLengths = [512, 256, 128, 64]
 
     public init(library: KernelLibrary) throws {
-        var functions: [String: KernelFunction] = [:]
-        for format in ["kv4", "bf16"] {
-            for d in [64, 128] {
-                for g in 1...4 {
-                    let name = "decode_attention_\(format)_d\(d)_g\(g)"
-                    functions[name] = try library.function(name, in: "attention_decode.cu")
-                }
-            }
+        let variants = [PagedKVCache.Format.kv4, .bf16].flatMap { format in
+            [64, 128].flatMap { d in (1...4).map { Variant(format: format, headDim: d, headsPerCTA: $0) } }
         }
-        self.functions = functions
+        functions = try KernelVariants(library: library, source: "attention_decode.cu", keys: variants) {
+            "decode_attention_\($0.format.rawValue)_d\($0.headDim)_g\($0.headsPerCTA)"
+        }
         combine = try library.function("decode_attention_combine", in: "attention_decode.cu")
         multiprocessors = library.context.device.multiprocessorCount
     }
@@ -66,7 +63,7 @@ public struct DecodeAttentionKernel: Sendable {
             throw CUDAError.invalidArgument("decode attention: workspace of \(workspace.count) floats, need \(partials * (d + 2))")
         }
         let partOut = workspace.pointer, partML = workspace.pointer(at: partials * d)
-        let function = functions["decode_attention_\(cache.format.rawValue)_d\(d)_g\(perCTA)"]!
+        let function = functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)]
         try function.launch(
             grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), on: stream,
             q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,

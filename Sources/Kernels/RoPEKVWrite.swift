@@ -3,19 +3,16 @@ import Quant
 
 /// rope_kv_write.cu: RoPE on q and k of the new tokens, then k and v into the paged cache.
 public struct RoPEKVWrite: Sendable {
-    let functions: [String: KernelFunction]
+    struct Variant: Hashable, Sendable { let format: PagedKVCache.Format, headDim: Int, adjacentPairs: Bool }
+    let functions: KernelVariants<Variant>
 
     public init(library: KernelLibrary) throws {
-        var functions: [String: KernelFunction] = [:]
-        for format in ["kv4", "bf16"] {
-            for d in [64, 128] {
-                for pairing in ["adjacent", "half"] {
-                    let name = "rope_kv_write_\(format)_d\(d)_\(pairing)"
-                    functions[name] = try library.function(name, in: "rope_kv_write.cu")
-                }
-            }
+        let variants = [PagedKVCache.Format.kv4, .bf16].flatMap { format in
+            [64, 128].flatMap { d in [true, false].map { Variant(format: format, headDim: d, adjacentPairs: $0) } }
         }
-        self.functions = functions
+        functions = try KernelVariants(library: library, source: "rope_kv_write.cu", keys: variants) {
+            "rope_kv_write_\($0.format.rawValue)_d\($0.headDim)_\($0.adjacentPairs ? "adjacent" : "half")"
+        }
     }
 
     /// - Parameters:
@@ -37,8 +34,7 @@ public struct RoPEKVWrite: Sendable {
             throw CUDAError.invalidArgument(
                 "rope_kv_write: qkv \(qkv.count), q_out \(qOut.count), \(slots.count) slots, tables \(cos.count)/\(sin.count) for \(tokens) tokens of \(qHeads)+2x\(cache.kvHeads) heads x \(d)")
         }
-        let name = "rope_kv_write_\(cache.format.rawValue)_d\(d)_\(adjacentPairs ? "adjacent" : "half")"
-        try functions[name]!.launch(
+        try functions[Variant(format: cache.format, headDim: d, adjacentPairs: adjacentPairs)].launch(
             grid: Dim3(tokens), block: Dim3(256), on: stream,
             qkv.pointer, positions.pointer, slots.pointer, cos.pointer, sin.pointer, Int32(qHeads), Int32(cache.kvHeads),
             Int32(cache.pageSize), qOut.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer)

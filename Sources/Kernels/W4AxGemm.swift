@@ -4,21 +4,15 @@ import Quant
 /// The W4Ax GEMM of w4ax_gemm.cu: Y[M, N] (bf16) = activations [M, K] x weights [N, K]^T,
 /// picking the entry point for the block size and the number of tokens.
 public struct W4AxGemm: Sendable {
-    /// Keyed by the entry point's suffix, "bs\(blockSize)_mt\(mTiles)_nt\(nTiles)".
-    let functions: [String: KernelFunction]
+    struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int }
+    let functions: KernelVariants<Variant>
     let multiprocessors: Int
 
     public init(library: KernelLibrary) throws {
-        var functions: [String: KernelFunction] = [:]
-        for bs in [64, 128] {
-            for mt in [1, 2, 4] {
-                for nt in [1, 2] {
-                    let key = "bs\(bs)_mt\(mt)_nt\(nt)"
-                    functions[key] = try library.function("w4ax_small_m_\(key)", in: "w4ax_gemm.cu")
-                }
-            }
+        let variants = [64, 128].flatMap { bs in [1, 2, 4].flatMap { mt in [1, 2].map { Variant(blockSize: bs, mTiles: mt, nTiles: $0) } } }
+        functions = try KernelVariants(library: library, source: "w4ax_gemm.cu", keys: variants) {
+            "w4ax_small_m_bs\($0.blockSize)_mt\($0.mTiles)_nt\($0.nTiles)"
         }
-        self.functions = functions
         multiprocessors = library.context.device.multiprocessorCount
     }
 
@@ -53,7 +47,7 @@ public struct W4AxGemm: Sendable {
             throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
         }
         let mt = Self.mTiles(forTokens: a.tokens), nt = nTiles(forTiles: tiles)
-        let function = functions["bs\(a.layout.blockSize)_mt\(mt)_nt\(nt)"]!
+        let function = functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt)]
         let grid = Dim3((tiles + nt - 1) / nt, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
         try function.launch(
             grid: grid, block: Dim3(256), on: stream,
