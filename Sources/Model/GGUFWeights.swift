@@ -22,6 +22,16 @@ public struct GGUFWeights: LlamaWeightSource {
         try file.dequantize(file.requireTensor(name(of: tensor)), into: output)
     }
 
+    /// Checks shapes in GGML order, as GGUF tools print them.
+    public func checkTensors() throws {
+        for (name, shape) in config.expectedTensorShapes {
+            let tensor = try file.requireTensor(name)
+            guard tensor.shape == shape else {
+                throw ModelError.unexpectedTensorShape(tensor: name, expected: shape, found: tensor.shape)
+            }
+        }
+    }
+
     public func ropeFrequencyFactors() throws -> [Float]? {
         guard case let .frequencyFactors(name) = config.ropeScaling else { return nil }
         return try file.dequantize(file.requireTensor(name))

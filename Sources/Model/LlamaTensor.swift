@@ -84,11 +84,13 @@ public protocol LlamaWeightSource: Sendable {
     /// Llama 3.1's per-frequency RoPE divisors ([ropeDimensions / 2]) when the config's scaling uses
     /// them, else nil.
     func ropeFrequencyFactors() throws -> [Float]?
+    /// Throws `missingTensor` or `unexpectedTensorShape` unless every tensor the config needs is present
+    /// with its expected shape (the default checks row-major shapes; GGUF reports them in GGML order).
+    func checkTensors() throws
 }
 
 extension LlamaWeightSource {
-    /// Throws `missingTensor` or `unexpectedTensorShape` unless every tensor the config needs is
-    /// present with its expected shape.
+    /// Checks the row-major shape of every tensor the config needs.
     public func checkTensors() throws {
         for (tensor, expected) in config.expectedTensors {
             guard let found = shape(of: tensor) else { throw ModelError.missingTensor(name(of: tensor)) }
