@@ -64,7 +64,7 @@ let package = Package(
         // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
         .testTarget(name: "ModelTests", dependencies: ["Model", "Quant"], exclude: ["Fixtures"]),
         // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
-        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant"], exclude: ["Fixtures"]),
+        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
     ]
 )

@@ -1,3 +1,4 @@
+import CPUReference
 import Foundation
 import Quant
 
@@ -22,15 +23,9 @@ struct TinyHFModel {
     init(modelType: String = "llama", tied: Bool = false, seed: UInt64 = 1) {
         self.modelType = modelType
         self.tied = tied
-        var state = seed
-        func next() -> Int {
-            // SplitMix64, as CPUReference's: seeded and identical on every platform.
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return Int((z ^ (z >> 31)) % 257) - 128
-        }
+        var random = SplitMix64(seed: seed)
+        /// A seeded integer in -128...128.
+        func next() -> Int { Int(random.next() % 257) - 128 }
         func matrix(_ rows: Int, _ cols: Int) -> (shape: [Int], values: [Float]) {
             ([rows, cols], (0..<(rows * cols)).map { _ in Float(next()) / 256 })
         }
