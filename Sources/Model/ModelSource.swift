@@ -7,43 +7,48 @@ import Glibc
 ///     let tokenizer = try source.tokenizer()
 ///     let model = try LlamaCPUModel(weights: source.weights)
 public struct ModelSource: Sendable {
-    public enum Format: String, Sendable {
-        case gguf
-        case huggingFace
+    /// What the path held: the opened file or folder.
+    public enum Format: Sendable {
+        case gguf(GGUFWeights)
+        case huggingFace(HuggingFaceModel)
     }
 
     public let path: String
     public let format: Format
-    public let weights: any LlamaWeightSource
-    public var config: ModelConfig { weights.config }
 
     public init(gguf file: GGUFFile) throws {
         path = file.path
-        format = .gguf
-        weights = try GGUFWeights(file: file)
+        format = .gguf(try GGUFWeights(file: file))
     }
 
     public init(huggingFace folder: HuggingFaceModel) {
         path = folder.folder
-        format = .huggingFace
-        weights = folder
+        format = .huggingFace(folder)
     }
+
+    /// The weights, for `LlamaCPUModel(weights:)`.
+    public var weights: any LlamaWeightSource {
+        switch format {
+        case let .gguf(weights): weights
+        case let .huggingFace(folder): folder
+        }
+    }
+
+    public var config: ModelConfig { weights.config }
 
     /// The model's own tokenizer: from GGUF metadata, or the folder's tokenizer.json.
     public func tokenizer() throws -> any Tokenizer {
-        switch weights {
-        case let gguf as GGUFWeights: return try makeTokenizer(gguf: gguf.file)
-        case let folder as HuggingFaceModel: return try HuggingFaceTokenizer.load(folder: folder.folder, config: config)
-        default: preconditionFailure("ModelSource: unknown weight source \(type(of: weights))")
+        switch format {
+        case let .gguf(weights): try makeTokenizer(gguf: weights.file)
+        case let .huggingFace(folder): try HuggingFaceTokenizer.load(folder: folder.folder, config: folder.config)
         }
     }
 
     /// The model's chat template: GGUF's `tokenizer.chat_template`, or the folder's tokenizer_config.json.
     public func chatTemplate() throws -> ChatTemplate {
-        switch weights {
-        case let gguf as GGUFWeights: return try ChatTemplate(gguf: gguf.file)
-        case let folder as HuggingFaceModel: return try HuggingFaceTokenizer.chatTemplate(folder: folder.folder)
-        default: preconditionFailure("ModelSource: unknown weight source \(type(of: weights))")
+        switch format {
+        case let .gguf(weights): try ChatTemplate(gguf: weights.file)
+        case let .huggingFace(folder): try HuggingFaceTokenizer.chatTemplate(folder: folder.folder)
         }
     }
 }

@@ -10,11 +10,14 @@ import Testing
 /// every logit at every position is within 1e-3 * max(1, |gguf|) of the GGUF path's, the argmax at
 /// every position is the same, and it reproduces the golden greedy tokens. The weights are the same
 /// fp32 numbers; only the order of the q/k channels (and so the rounding of q·k) differs.
-@Suite(.enabled(if: HuggingFaceFixture.path != nil, HuggingFaceFixture.missing), .serialized)
-struct SmolLM2HuggingFaceTests {
-    @Test func sameLogitsAndGreedyTokensAsTheGGUF() throws {
+///
+/// An extension of `SmolLM2ForwardTests` so that it runs serialized with that suite: both use the one
+/// shared GGUF model, whose scratch serves one forward call at a time.
+extension SmolLM2ForwardTests {
+    @Test(.enabled(if: HuggingFaceFixture.path != nil, HuggingFaceFixture.missing))
+    func huggingFaceFolderGivesTheSameLogitsAndGreedyTokensAsTheGGUF() throws {
         let source = try openModel(try #require(HuggingFaceFixture.path))
-        #expect(source.format == .huggingFace)
+        guard case .huggingFace = source.format else { Issue.record("opened as \(source.format)"); return }
         let gguf = try TestModel.load()
         var expectedConfig = gguf.model.config
         expectedConfig.ropeConvention = .halves
@@ -41,7 +44,8 @@ struct SmolLM2HuggingFaceTests {
         #expect(greedy == Array(golden.greedy.prefix(steps)))
     }
 
-    @Test func chatTemplateAndSpecialTokensComeFromTheFolder() throws {
+    @Test(.enabled(if: HuggingFaceFixture.path != nil, HuggingFaceFixture.missing))
+    func huggingFaceFolderHasItsChatTemplateAndSpecialTokens() throws {
         let source = try openModel(try #require(HuggingFaceFixture.path))
         let template = try source.chatTemplate()
         #expect(template.name == "chatml")
