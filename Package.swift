@@ -4,7 +4,7 @@ import PackageDescription
 // One module per concept; the dependency arrows point one way:
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
-//   comet (CLI) -> CPUBackend -> Model;  comet -> Sampling
+//   comet (CLI) -> CPUBackend -> Model -> Quant (safetensors);  comet -> Sampling
 let package = Package(
     name: "comet",
     platforms: [.macOS(.v15)],
@@ -22,8 +22,9 @@ let package = Package(
         .target(name: "CPUReference"),
         // FMPQ formats (layout, INT4/INT8 codes, scales) and the exact W4Ax reference.
         .target(name: "Quant"),
-        // The model file (GGUF reader, dequantization), its config, tokenizers and chat templates.
-        .target(name: "Model"),
+        // The model files (GGUF, Hugging Face folders of safetensors), config, tokenizers and chat
+        // templates. Uses Quant's safetensors header reader, the one both checkpoints and HF shards use.
+        .target(name: "Model", dependencies: ["Quant"]),
         // The llama forward pass on the CPU (fp32, multi-threaded, SIMD): runs the default model
         // without a GPU, and is the float reference for the GPU path.
         .target(name: "CPUBackend", dependencies: ["Model"]),
@@ -61,9 +62,9 @@ let package = Package(
         // Runs the built `comet` binary end to end.
         .testTarget(name: "CometCLITests", dependencies: ["comet"]),
         // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
-        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Quant"], exclude: ["Fixtures"]),
         // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
-        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
     ]
 )

@@ -4,7 +4,7 @@
 - smollm2_tokenizer.json: ids of >= 1,000 varied strings under SmolLM2's byte-level BPE, computed by
   Hugging Face `tokenizers` built from the GGUF's own vocab and merges (read with the `gguf` package),
   configured as SmolLM2's tokenizer.json is (Digits(individual) + ByteLevel, special tokens added).
-- pretokenizer.json: the pieces the GPT-2, Llama 3 and SmolLM pre-tokenizer regexes cut, by `tokenizers`.
+- pretokenizer.json: the pieces the GPT-2, Llama 3, Qwen2 and SmolLM pre-tokenizer regexes cut, by `tokenizers`.
 - mistral_v1_vocab.json + mistral_v1_tokenizer.json: the vocab (pieces, scores, types) of mistral-common's
   tokenizer.model.v1 and the ids/decodes of the same strings by the `sentencepiece` package.
 - smollm2_chat_template.json: SmolLM2's own Jinja chat template rendered by jinja2 for a few conversations.
@@ -31,6 +31,8 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "M
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen2's tokenizer.json: Llama 3's with single digits.
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
 # ---------------------------------------------------------------------------------------------------
 # The test strings: hand-picked edge cases, then seeded random mixtures of many kinds of text.
@@ -154,9 +156,9 @@ def main() -> None:
         "oracle": "tokenizers (HF): SmolLM2 vocab/merges, Split(Llama 3 regex) + ByteLevel(use_regex=False), ignore_merges",
         "cases": [{"text": s, "ids": llama3.encode(s, add_special_tokens=False).ids} for s in strings[::2]]})
 
-    # Pre-tokenizer pieces of the three patterns (every 3rd string keeps the file small).
+    # Pre-tokenizer pieces of the four patterns (every 3rd string keeps the file small).
     split = lambda pattern: pre_tokenizers.Split(Regex(pattern), behavior="isolated")
-    pres = {"gpt2": split(GPT2_PATTERN), "llama3": split(LLAMA3_PATTERN),
+    pres = {"gpt2": split(GPT2_PATTERN), "llama3": split(LLAMA3_PATTERN), "qwen2": split(QWEN2_PATTERN),
             "smolLM": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), split(GPT2_PATTERN)])}
     subset = strings[:len(EDGE_CASES)] + strings[len(EDGE_CASES)::3]
     write("pretokenizer.json", {

@@ -13,6 +13,7 @@ if [ ! -x "$venv/bin/python3" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/python3" -m pip install -q --disable-pip-version-check -r scripts/requirements-ci.txt
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" COMET_REQUIRE_NVRTC=1 COMET_REQUIRE_ASSETS=1
 PYTHON="$venv/bin/python3" scripts/fetch-test-assets.sh
+"$venv/bin/python3" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt && "$venv/bin/python3" scripts/make_hf_fixture.py
 
 swift build
 .build/debug/comet kernels compile --no-cache --arch sm_90a --arch sm_80 --arch sm_89

@@ -109,6 +109,21 @@ enum CPUKernels {
         }
     }
 
+    /// y += x, elementwise over `count` elements (a bias added to one row).
+    @inline(__always)
+    @_optimize(speed)
+    static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            store8(load8(y + i) + load8(x + i), y + i)
+            i += 8
+        }
+        while i < count {
+            y[i] += x[i]
+            i += 1
+        }
+    }
+
     /// out[t] = x[t] / sqrt(mean(x[t]²) + epsilon) * weight, for each of `tokens` rows of `dim`.
     static func rmsNorm(
         _ x: UnsafePointer<Float>, tokens: Int, dim: Int, weight: UnsafePointer<Float>, epsilon: Float,

@@ -9,7 +9,7 @@ public enum LogitsSelection: Sendable {
     case all
 }
 
-/// A llama-architecture model (Llama 2/3, SmolLM2, TinyLlama, Mistral-shaped) run on the CPU in fp32.
+/// A llama-architecture model (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2) run on the CPU in fp32.
 ///
 /// One `forward` call runs a batch of tokens of one sequence at explicit positions against a `KVCache`
 /// the caller owns: a whole prompt (prefill) or one token (decode) alike. Batches longer than
@@ -17,7 +17,7 @@ public enum LogitsSelection: Sendable {
 /// nothing (apart from growing `logits` the first time it is too small); that scratch also makes the
 /// model serve one forward call at a time.
 ///
-///     let model = try LlamaCPUModel(gguf: GGUFFile(path: path))
+///     let model = try LlamaCPUModel(weights: openModel(path).weights)   // a GGUF file or an HF folder
 ///     let cache = model.makeCache(capacity: 2048)
 ///     var logits: [Float] = []
 ///     try model.forward(prompt, at: 0, cache: cache, logits: &logits)          // prefill
@@ -34,22 +34,29 @@ public final class LlamaCPUModel {
     private let parallel: ParallelLoop
     private let scratch: ForwardScratch
 
-    /// Loads and dequantizes the model in `gguf` (a `llama` GGUF; `ModelConfig` says what is accepted).
+    /// Loads and dequantizes the model in `gguf` (`ModelConfig` says what is accepted).
     /// - Parameters:
     ///   - threads: kernel threads (default: the online CPU count).
     ///   - maxBatchTokens: the chunk size of long batches; scratch grows linearly with it.
     public convenience init(gguf: GGUFFile, threads: Int? = nil, maxBatchTokens: Int = 128) throws {
-        try self.init(gguf: gguf, config: ModelConfig(gguf: gguf), threads: threads, maxBatchTokens: maxBatchTokens)
+        try self.init(weights: GGUFWeights(file: gguf), threads: threads, maxBatchTokens: maxBatchTokens)
     }
 
     /// Loads the tensors of `config` from `gguf`.
-    public init(gguf: GGUFFile, config: ModelConfig, threads: Int? = nil, maxBatchTokens: Int = 128) throws {
+    public convenience init(gguf: GGUFFile, config: ModelConfig, threads: Int? = nil, maxBatchTokens: Int = 128) throws {
+        try self.init(weights: GGUFWeights(file: gguf, config: config), threads: threads, maxBatchTokens: maxBatchTokens)
+    }
+
+    /// Loads every weight of `weights.config` from `weights` (a GGUF file or a Hugging Face folder) into
+    /// fp32; the source can be released afterwards.
+    public init(weights source: any LlamaWeightSource, threads: Int? = nil, maxBatchTokens: Int = 128) throws {
+        let config = source.config
         try config.validate()
         precondition(maxBatchTokens > 0, "LlamaCPUModel: maxBatchTokens must be positive")
         self.config = config
         self.maxBatchTokens = maxBatchTokens
         parallel = ParallelLoop(threads: threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        weights = try LlamaWeights(gguf: gguf, config: config, parallel: parallel)
+        weights = try LlamaWeights(source: source, parallel: parallel)
         rope = try RotaryEmbedding(config: config, frequencyFactors: weights.ropeFrequencyFactors)
         scratch = ForwardScratch(config: config, maxTokens: maxBatchTokens)
     }
@@ -128,6 +135,10 @@ public final class LlamaCPUModel {
             // qkv: [n, qDim + 2 kvDim]
             CPUKernels.matmul(s.normed.pointer, xStride: dim, tokens: n, layer.qkv.pointer, inDim: dim, outDim: qkvDim,
                               s.qkv.pointer, yStride: qkvDim, parallel: parallel)
+            if let bias = layer.qkvBias {
+                // Qwen2: the biases are added before RoPE, as in its attention (q = Wq·x + bq, then rotate).
+                for t in 0..<n { CPUKernels.add(bias.pointer, into: s.qkv.pointer + t * qkvDim, count: qkvDim) }
+            }
             rope.apply(s.qkv.pointer, rowStride: qkvDim, tokens: n, heads: config.headCount,
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
             rope.apply(s.qkv.pointer + qDim, rowStride: qkvDim, tokens: n, heads: config.kvHeadCount,

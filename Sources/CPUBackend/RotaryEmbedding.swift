@@ -16,7 +16,7 @@ public struct RotaryEmbedding: Sendable {
     public let frequencies: [Double]
 
     /// - Parameter frequencyFactors: the per-pair divisors of `.frequencyFactors` scaling (Llama 3.1's
-    ///   `rope_freqs.weight`); required exactly then.
+    ///   `rope_freqs.weight`); required exactly then. `.llama3` scaling computes the same divisors itself.
     public init(config: ModelConfig, frequencyFactors: [Float]? = nil) throws {
         convention = config.ropeConvention
         headDim = config.headDim
@@ -35,6 +35,10 @@ public struct RotaryEmbedding: Sendable {
                     "RoPE frequency factors: expected \(pairs) values, found \(frequencyFactors?.count ?? 0)")
             }
             frequencies = zip(frequencies, frequencyFactors).map { $0 / Double($1) }
+        case let .llama3(parameters):
+            // The same divisors as `rope_freqs.weight`, computed from config.json's rope_scaling.
+            let factors = parameters.frequencyFactors(ropeBase: config.ropeBase, dimensions: config.ropeDimensions)
+            frequencies = zip(frequencies, factors).map { $0 / $1 }
         case .yarn:
             throw CPUBackendError.unsupported("YaRN RoPE scaling (supported: none, linear, Llama 3.1 frequency factors)")
         }

@@ -5,6 +5,8 @@
 public struct ByteLevelBPETokenizer: Tokenizer {
     public let preTokenizer: PreTokenizer
     public let addsBOS: Bool
+    /// Whether text is put in Unicode NFC before encoding (Qwen2's tokenizer.json normalizer).
+    public let normalizesNFC: Bool
     let vocabulary: Vocabulary
     let merges: BPEMerges
     /// The token of each single byte (-1 when the vocabulary lacks it).
@@ -20,8 +22,10 @@ public struct ByteLevelBPETokenizer: Tokenizer {
     /// - Parameters:
     ///   - tokens: token texts in GPT-2's byte-level alphabet ("Ġthe"); control and user-defined tokens as plain text.
     ///   - merges: "left right" pairs, best first.
+    ///   - ignoreMerges: take a piece that is itself a token whole (HF's `ignore_merges`); default: for Llama 3.
     public init(tokens: [String], merges mergeLines: [String], types: [TokenType]?, preTokenizer: PreTokenizer,
-                bosTokenID: Int?, eosTokenID: Int?, addsBOS: Bool = false) throws {
+                bosTokenID: Int?, eosTokenID: Int?, addsBOS: Bool = false, ignoreMerges: Bool? = nil,
+                normalizesNFC: Bool = false) throws {
         let fromCharacter = ByteLevelAlphabet.byteForCharacter
         vocabulary = try Vocabulary(tokens: tokens, types: types, bosTokenID: bosTokenID, eosTokenID: eosTokenID) { text, type in
             guard type == .normal || type == .unknown else { return Array(text.utf8) }
@@ -33,6 +37,7 @@ public struct ByteLevelBPETokenizer: Tokenizer {
         }
         self.preTokenizer = preTokenizer
         self.addsBOS = addsBOS
+        self.normalizesNFC = normalizesNFC
 
         let ids = vocabulary.idForText
         byteTokens = ByteLevelAlphabet.characterForByte.map { ids[String($0)] ?? -1 }
@@ -48,7 +53,7 @@ public struct ByteLevelBPETokenizer: Tokenizer {
         }
         self.merges = merges
 
-        if preTokenizer == .llama3 {
+        if ignoreMerges ?? (preTokenizer == .llama3) {
             var whole: [[UInt8]: Int32] = [:]
             for id in 0..<tokens.count where vocabulary.types[id] == .normal {
                 var bytes: [UInt8] = []
@@ -77,7 +82,8 @@ public struct ByteLevelBPETokenizer: Tokenizer {
     public func encode(_ text: String, addBOS: Bool, parseSpecial: Bool) -> [Int32] {
         var output: [Int32] = []
         if addBOS, let bos = bosTokenID { output.append(bos) }
-        let input = UTF8Text(text)
+        // `_nfcCodeUnits` is the standard library's own NFC (no Foundation in this module).
+        let input = UTF8Text(normalizesNFC ? String(decoding: text._nfcCodeUnits, as: UTF8.self) : text)
         var segments: [SpecialTokenMatcher.Segment] = []
         input.bytes.withUnsafeBufferPointer { vocabulary.specialTokens.segments(of: $0, parseSpecial: parseSpecial, into: &segments) }
 

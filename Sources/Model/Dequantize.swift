@@ -15,7 +15,7 @@ public enum Dequantize {
                      "Dequantize.run: \(data.count) bytes of \(type.name) do not hold \(output.count) elements")
         switch type {
         case .f32:
-            for i in 0..<output.count { output[i] = data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+            UnsafeMutableRawBufferPointer(output).copyMemory(from: data)
         case .f16:
             for i in 0..<output.count { output[i] = half(data, 2 * i) }
         case .bf16:

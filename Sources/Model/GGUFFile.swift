@@ -23,43 +23,23 @@ public final class GGUFFile: @unchecked Sendable {
     public let fileSize: Int
 
     private let tensorIndex: [String: Int]
-    private let mapping: UnsafeRawBufferPointer
+    private let file: MappedFile
 
     /// Maps and parses the file at `path`.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ModelError.cannotOpen(path: path, errno: errno) }
-        defer { close(fd) }  // the mapping stays valid after the descriptor is closed
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw ModelError.cannotOpen(path: path, errno: errno) }
-        let size = Int(info.st_size)
-        // mmap of an empty file fails; report it as the truncated header it is.
-        guard size >= 4 else { throw ModelError.truncated(what: "header", offset: 0, fileSize: size) }
-        guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0),
-              address != UnsafeMutableRawPointer(bitPattern: -1)
-        else { throw ModelError.cannotOpen(path: path, errno: errno) }
-        let mapping = UnsafeRawBufferPointer(start: address, count: size)
-
-        do {
-            let parsed = try GGUFParser.parse(mapping)
-            self.mapping = mapping
-            self.fileSize = size
-            self.version = parsed.version
-            self.metadata = parsed.metadata
-            self.tensors = parsed.tensors
-            self.alignment = parsed.alignment
-            var index: [String: Int] = [:]
-            for (i, tensor) in parsed.tensors.enumerated() { index[tensor.name] = i }
-            self.tensorIndex = index
-        } catch {
-            munmap(address, size)
-            throw error
-        }
-    }
-
-    deinit {
-        munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count)
+        file = try MappedFile(path: path)
+        // An empty or tiny file is reported as the truncated header it is.
+        guard file.count >= 4 else { throw ModelError.truncated(what: "header", offset: 0, fileSize: file.count) }
+        let parsed = try GGUFParser.parse(file.bytes)
+        fileSize = file.count
+        version = parsed.version
+        metadata = parsed.metadata
+        tensors = parsed.tensors
+        alignment = parsed.alignment
+        var index: [String: Int] = [:]
+        for (i, tensor) in parsed.tensors.enumerated() { index[tensor.name] = i }
+        tensorIndex = index
     }
 
     /// The tensor called `name`, or nil.
@@ -75,7 +55,7 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// The raw bytes of `tensor`, a view into the mapping: valid only while this GGUFFile is alive.
     public func data(of tensor: GGUFTensorInfo) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: mapping[tensor.offset..<(tensor.offset + tensor.byteCount)])
+        UnsafeRawBufferPointer(rebasing: file.bytes[tensor.offset..<(tensor.offset + tensor.byteCount)])
     }
 
     /// All elements of `tensor` as Floats, in GGML order (`shape[0]` fastest).

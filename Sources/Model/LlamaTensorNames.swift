@@ -14,6 +14,31 @@ public enum LlamaTensorNames {
     /// The names of the tensors of layer `index`.
     public static func layer(_ index: Int) -> Layer { Layer(index: index) }
 
+    /// The GGUF name of `tensor`.
+    public static func name(of tensor: LlamaTensor) -> String {
+        switch tensor {
+        case .tokenEmbedding: return tokenEmbedding
+        case .outputNorm: return outputNorm
+        case .output: return output
+        case let .layer(index, part):
+            let names = layer(index)
+            switch part {
+            case .attentionNorm: return names.attentionNorm
+            case .query: return names.query
+            case .key: return names.key
+            case .value: return names.value
+            case .queryBias: return names.queryBias
+            case .keyBias: return names.keyBias
+            case .valueBias: return names.valueBias
+            case .attentionOutput: return names.attentionOutput
+            case .ffnNorm: return names.ffnNorm
+            case .ffnGate: return names.ffnGate
+            case .ffnUp: return names.ffnUp
+            case .ffnDown: return names.ffnDown
+            }
+        }
+    }
+
     /// Tensor names of one transformer block ("blk.N.*").
     public struct Layer: Sendable, Equatable {
         public let index: Int
@@ -26,6 +51,12 @@ public enum LlamaTensorNames {
         public var key: String { name("attn_k") }
         /// [dim, kvHeads * headDim]
         public var value: String { name("attn_v") }
+        /// [heads * headDim]: Qwen2's q/k/v biases.
+        public var queryBias: String { "blk.\(index).attn_q.bias" }
+        /// [kvHeads * headDim]
+        public var keyBias: String { "blk.\(index).attn_k.bias" }
+        /// [kvHeads * headDim]
+        public var valueBias: String { "blk.\(index).attn_v.bias" }
         /// [heads * headDim, dim]
         public var attentionOutput: String { name("attn_output") }
         /// [dim]: RMS norm before the feed-forward block.

@@ -1,9 +1,14 @@
 /// The shape and hyper-parameters of a LLaMA-family model, read from GGUF metadata and validated once.
 ///
 ///     let config = try ModelConfig(gguf: gguf)   // SmolLM2-135M: 30 layers, dim 576, 9/3 heads
+///
+/// Hugging Face folders build it from config.json (`ModelConfig(huggingFace:)` in HuggingFaceConfig.swift).
 public struct ModelConfig: Sendable, Equatable {
-    /// The architectures we can run (`general.architecture`). Mistral 7B, Llama 2/3 and SmolLM2 are all "llama".
-    public static let supportedArchitectures = ["llama"]
+    /// The architectures we can run: Llama 2/3/3.1, SmolLM2, TinyLlama ("llama"), Mistral ("mistral":
+    /// the llama block, with a sliding window we only run within) and Qwen2 ("qwen2": q/k/v biases).
+    public static let supportedArchitectures = ["llama", "mistral", "qwen2"]
+    /// The architectures accepted from GGUF metadata (`general.architecture`); Mistral GGUFs say "llama".
+    public static let supportedGGUFArchitectures = ["llama", "qwen2"]
 
     public var architecture: String
     public var vocabularySize: Int
@@ -28,6 +33,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var contextLength: Int
     /// True when the output projection reuses the token embedding (no `output.weight` tensor).
     public var tiedEmbeddings: Bool
+    /// True when the q, k and v projections add a bias (Qwen2).
+    public var attentionBias: Bool
     public var bosTokenID: Int32?
     public var eosTokenID: Int32?
 
@@ -36,7 +43,8 @@ public struct ModelConfig: Sendable, Equatable {
         architecture: String = "llama", vocabularySize: Int, dim: Int, layerCount: Int, headCount: Int,
         kvHeadCount: Int, headDim: Int, ffnDim: Int, ropeBase: Double, ropeDimensions: Int? = nil,
         ropeScaling: RoPEScaling = .none, ropeConvention: RoPEConvention = .adjacentPairs, rmsNormEpsilon: Double = 1e-5,
-        contextLength: Int, tiedEmbeddings: Bool = false, bosTokenID: Int32? = nil, eosTokenID: Int32? = nil
+        contextLength: Int, tiedEmbeddings: Bool = false, attentionBias: Bool = false, bosTokenID: Int32? = nil,
+        eosTokenID: Int32? = nil
     ) {
         self.architecture = architecture
         self.vocabularySize = vocabularySize
@@ -53,6 +61,7 @@ public struct ModelConfig: Sendable, Equatable {
         self.rmsNormEpsilon = rmsNormEpsilon
         self.contextLength = contextLength
         self.tiedEmbeddings = tiedEmbeddings
+        self.attentionBias = attentionBias
         self.bosTokenID = bosTokenID
         self.eosTokenID = eosTokenID
     }
@@ -67,11 +76,11 @@ public struct ModelConfig: Sendable, Equatable {
         vocabularySize: 128_256, dim: 8192, layerCount: 80, headCount: 64, kvHeadCount: 8, headDim: 128,
         ffnDim: 28672, ropeBase: 500_000, contextLength: 8192, bosTokenID: 128_000, eosTokenID: 128_009)
 
-    /// Reads and validates the config of a `llama`-architecture GGUF.
+    /// Reads and validates the config of a `llama` or `qwen2` GGUF.
     public init(gguf: GGUFFile) throws {
         let arch = try required(gguf.string("general.architecture"), "general.architecture")
-        guard Self.supportedArchitectures.contains(arch) else {
-            throw ModelError.unsupportedArchitecture(arch, supported: Self.supportedArchitectures)
+        guard Self.supportedGGUFArchitectures.contains(arch) else {
+            throw ModelError.unsupportedArchitecture(arch, supported: Self.supportedGGUFArchitectures)
         }
         func key(_ suffix: String) -> String { "\(arch).\(suffix)" }
         func int(_ suffix: String) throws -> Int { try required(gguf.int(key(suffix)), key(suffix)) }
@@ -92,8 +101,10 @@ public struct ModelConfig: Sendable, Equatable {
         headDim = keyLength ?? dim / headCount
         ropeDimensions = try gguf.int(key("rope.dimension_count")) ?? headDim
         ropeScaling = try RoPEScaling(gguf: gguf, architecture: arch)
-        // convert_hf_to_gguf.py permutes q/k of llama models from HF's rotate-half layout to adjacent pairs.
-        ropeConvention = .adjacentPairs
+        // convert_hf_to_gguf.py permutes q/k of llama models from HF's rotate-half layout to adjacent
+        // pairs; it leaves qwen2's as they are, and llama.cpp runs those with NeoX (rotate-half) RoPE.
+        ropeConvention = arch == "qwen2" ? .halves : .adjacentPairs
+        attentionBias = gguf.tensor(named: LlamaTensorNames.layer(0).queryBias) != nil
 
         let tokens = try gguf.strings("tokenizer.ggml.tokens")
         vocabularySize = try gguf.int(key("vocab_size")) ?? required(tokens?.count, "tokenizer.ggml.tokens")
@@ -122,37 +133,15 @@ public struct ModelConfig: Sendable, Equatable {
         }
     }
 
-    /// Every tensor the llama forward pass reads, with its GGML shape (`shape[0]` is the input dimension).
+    /// Every tensor the llama forward pass reads from a GGUF file, with its GGUF name and GGML shape
+    /// (`shape[0]` is the input dimension: `expectedTensors` reversed).
     public var expectedTensorShapes: [(name: String, shape: [Int])] {
-        let qDim = headCount * headDim, kvDim = kvHeadCount * headDim
-        var shapes: [(String, [Int])] = [(LlamaTensorNames.tokenEmbedding, [dim, vocabularySize])]
-        for i in 0..<layerCount {
-            let layer = LlamaTensorNames.layer(i)
-            shapes += [
-                (layer.attentionNorm, [dim]),
-                (layer.query, [dim, qDim]),
-                (layer.key, [dim, kvDim]),
-                (layer.value, [dim, kvDim]),
-                (layer.attentionOutput, [qDim, dim]),
-                (layer.ffnNorm, [dim]),
-                (layer.ffnGate, [dim, ffnDim]),
-                (layer.ffnUp, [dim, ffnDim]),
-                (layer.ffnDown, [ffnDim, dim]),
-            ]
-        }
-        shapes.append((LlamaTensorNames.outputNorm, [dim]))
-        if !tiedEmbeddings { shapes.append((LlamaTensorNames.output, [dim, vocabularySize])) }
-        return shapes
+        expectedTensors.map { (LlamaTensorNames.name(of: $0.tensor), $0.shape.reversed()) }
     }
 
     /// Throws `missingTensor` or `unexpectedTensorShape` unless `gguf` holds every expected tensor.
     public func checkTensors(in gguf: GGUFFile) throws {
-        for (name, shape) in expectedTensorShapes {
-            let tensor = try gguf.requireTensor(name)
-            guard tensor.shape == shape else {
-                throw ModelError.unexpectedTensorShape(tensor: name, expected: shape, found: tensor.shape)
-            }
-        }
+        try GGUFWeights(file: gguf, config: self).checkTensors()
     }
 }
 
@@ -173,6 +162,8 @@ public enum RoPEScaling: Sendable, Equatable {
     case yarn(factor: Double, originalContextLength: Int)
     /// Llama 3.1 style: per-frequency divisors stored in the tensor `rope_freqs.weight`.
     case frequencyFactors(tensor: String)
+    /// Llama 3.1 style, the divisors computed from config.json's `rope_scaling` (Hugging Face folders).
+    case llama3(Llama3RoPEParameters)
 
     init(gguf: GGUFFile, architecture arch: String) throws {
         if gguf.tensor(named: LlamaTensorNames.ropeFrequencies) != nil {

@@ -37,6 +37,13 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case unknownChatTemplate(excerpt: String?, supported: [String])
     /// The conversation does not fit the template (e.g. Llama 2 needs alternating user/assistant turns).
     case invalidConversation(String)
+    /// A file a model folder needs is absent (`reason` says which role it plays).
+    case missingFile(path: String, reason: String)
+    /// A file of a model folder is malformed: JSON that does not parse, a safetensors header that lies,
+    /// a shard cut short (`reason` says what is wrong).
+    case invalidFile(path: String, reason: String)
+    /// A tensor stored in a dtype we cannot read.
+    case unsupportedDType(tensor: String, dtype: String, supported: [String])
 
     public var description: String {
         switch self {
@@ -61,7 +68,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
             let supported = GGUFTensorType.dequantizable.map(\.name).joined(separator: ", ")
             return "cannot dequantize tensor '\(tensor)' of type \(type.name); supported types: \(supported)"
         case let .missingTensor(name):
-            return "the model file has no tensor '\(name)'"
+            return "the model has no tensor '\(name)'"
         case let .unexpectedTensorShape(tensor, expected, found):
             return "tensor '\(tensor)' has shape \(found), expected \(expected)"
         case let .missingMetadata(key):
@@ -82,6 +89,12 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
             return "unrecognized chat template starting with \"\(excerpt)\"; supported: \(list)"
         case let .invalidConversation(reason):
             return "invalid conversation: \(reason)"
+        case let .missingFile(path, reason):
+            return "missing file '\(path)': \(reason)"
+        case let .invalidFile(path, reason):
+            return "invalid model file '\(path)': \(reason)"
+        case let .unsupportedDType(tensor, dtype, supported):
+            return "tensor '\(tensor)' has dtype \(dtype); supported dtypes: \(supported.joined(separator: ", "))"
         }
     }
 }

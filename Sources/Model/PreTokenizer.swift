@@ -3,6 +3,7 @@
 ///
 /// - GPT-2:   `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 /// - Llama 3: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+/// - Qwen2:   Llama 3's with `\p{N}` in place of `\p{N}{1,3}` (every digit a piece of its own).
 /// - SmolLM:  every digit (`\p{N}`) is a piece of its own, and GPT-2 splits the text between digits.
 ///
 /// The patterns work on Unicode scalars (code points), not on Swift Characters: a combining accent
@@ -10,17 +11,26 @@
 public enum PreTokenizer: String, Sendable, CaseIterable {
     case gpt2
     case llama3
+    case qwen2
     case smolLM
+
+    /// The `Split` regex of Hugging Face tokenizer.json files that use the Llama 3 or Qwen2 split
+    /// (followed by a ByteLevel step without its own regex).
+    public static let splitPatterns: [String: PreTokenizer] = [
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .llama3,
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .qwen2,
+    ]
 
     /// The pre-tokenizer for a `tokenizer.ggml.pre` value.
     public init(ggufName: String) throws {
         switch ggufName {
         case "default", "gpt2", "gpt-2": self = .gpt2
         case "llama3", "llama-v3", "llama-bpe": self = .llama3
+        case "qwen2": self = .qwen2
         case "smollm": self = .smolLM
         default:
             throw ModelError.unsupportedTokenizer(
-                "pre-tokenizer '\(ggufName)' (tokenizer.ggml.pre); supported: default, gpt2, llama3, llama-bpe, smollm")
+                "pre-tokenizer '\(ggufName)' (tokenizer.ggml.pre); supported: default, gpt2, llama3, llama-bpe, qwen2, smollm")
         }
     }
 
@@ -43,7 +53,7 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// Appends the end index (exclusive, in scalars) of each piece of `text` to `pieceEnds`.
     func split(_ text: UnsafeBufferPointer<Unicode.Scalar>, pieceEnds: inout [Int]) {
         switch self {
-        case .gpt2, .llama3:
+        case .gpt2, .llama3, .qwen2:
             Matcher(text: text, end: text.count).run(self, from: 0, into: &pieceEnds)
         case .smolLM:
             // HF runs Digits(individual_digits) first: each number scalar is a segment, and the GPT-2
@@ -95,7 +105,11 @@ private struct Matcher {
     func run(_ pattern: PreTokenizer, from start: Int, into ends: inout [Int]) {
         var i = start
         while i < end {
-            i = pattern == .llama3 ? llama3Piece(at: i) : gpt2Piece(at: i)
+            switch pattern {
+            case .llama3: i = llama3Piece(at: i, maxDigits: 3)
+            case .qwen2: i = llama3Piece(at: i, maxDigits: 1)
+            case .gpt2, .smolLM: i = gpt2Piece(at: i)
+            }
             ends.append(i)
         }
     }
@@ -145,7 +159,8 @@ private struct Matcher {
         return whitespace(at: i)
     }
 
-    private func llama3Piece(at i: Int) -> Int {
+    /// One piece of the Llama 3 pattern, whose `\p{N}{1,3}` takes at most `maxDigits` numbers (1: Qwen2).
+    private func llama3Piece(at i: Int, maxDigits: Int) -> Int {
         let n = contraction(at: i, ignoringCase: true)
         if n > 0 { return i + n }
         let c = cls(i)
@@ -154,8 +169,8 @@ private struct Matcher {
         if c != .number && !isNewline(i) && i + 1 < end && cls(i + 1) == .letter {
             return run(of: .letter, from: i + 1)
         }
-        // `\p{N}{1,3}`
-        if c == .number { return min(run(of: .number, from: i), i + 3) }
+        // `\p{N}{1,3}` (Qwen2: `\p{N}`)
+        if c == .number { return min(run(of: .number, from: i), i + maxDigits) }
         // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
         let j = isSpace(i) && i + 1 < end ? i + 1 : i
         if cls(j) == .other {

@@ -33,12 +33,12 @@ struct Chat: ParsableCommand {
     }
 
     func run() throws {
-        let gguf = try modelOptions.openFile()
-        let tokenizer = try modelOptions.tokenizer(gguf)
-        let template = try orFail("\(modelOptions.path)") { try ChatTemplate(gguf: gguf) }
+        let source = try modelOptions.open()
+        let tokenizer = try modelOptions.tokenizer(source)
+        let template = try modelOptions.chatTemplate(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
         if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
-        let model = try modelOptions.cpuModel(gguf)
+        let model = try modelOptions.cpuModel(source)
         let contextLength = min(ctx, model.config.contextLength)
         var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: contextLength)
         var sampler = Sampler(sampling.parameters)

@@ -19,8 +19,8 @@ struct Detokenize: ParsableCommand {
             guard let id = Int32(field) else { throw fail("'\(field)' is not a token id") }
             parsed.append(id)
         }
-        let gguf = try modelOptions.openFile()
-        let tokenizer = try modelOptions.tokenizer(gguf)
+        let source = try modelOptions.open()
+        let tokenizer = try modelOptions.tokenizer(source)
         if let bad = parsed.first(where: { $0 < 0 || Int($0) >= tokenizer.vocabularySize }) {
             throw fail("token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))")
         }

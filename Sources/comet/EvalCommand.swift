@@ -40,12 +40,12 @@ struct Eval: ParsableCommand {
         func run() throws {
             let bytes = try orFail("") { try readFile(text) }
             guard let content = String(validating: bytes, as: UTF8.self) else { throw fail("\(text) is not UTF-8 text") }
-            let gguf = try modelOptions.openFile()
-            let tokenizer = try modelOptions.tokenizer(gguf)
+            let source = try modelOptions.open()
+            let tokenizer = try modelOptions.tokenizer(source)
             var tokens = tokenizer.encode(content, addBOS: false, parseSpecial: false)
             if maxTokens > 0, tokens.count > maxTokens { tokens.removeSubrange(maxTokens...) }
             guard tokens.count >= 2 else { throw fail("\(text) has \(tokens.count) tokens; perplexity needs at least 2") }
-            let model = try modelOptions.cpuModel(gguf)
+            let model = try modelOptions.cpuModel(source)
             guard ctx <= model.config.contextLength else {
                 throw fail("--ctx \(ctx) is longer than the model's context (\(model.config.contextLength))")
             }

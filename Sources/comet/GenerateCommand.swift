@@ -33,12 +33,12 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let gguf = try modelOptions.openFile()
-        let tokenizer = try modelOptions.tokenizer(gguf)
+        let source = try modelOptions.open()
+        let tokenizer = try modelOptions.tokenizer(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
         let ids: [Int32]
         if chat {
-            let template = try orFail("\(modelOptions.path)") { try ChatTemplate(gguf: gguf) }
+            let template = try modelOptions.chatTemplate(source)
             var messages = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
             messages.append(ChatMessage(role: .user, content: prompt))
             let text = try orFail("") { try template.render(messages) }
@@ -49,7 +49,7 @@ struct Generate: ParsableCommand {
         }
         guard !ids.isEmpty else { throw fail("the prompt is empty") }
 
-        let model = try modelOptions.cpuModel(gguf)
+        let model = try modelOptions.cpuModel(source)
         var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: min(ctx, model.config.contextLength))
         var sampler = Sampler(sampling.parameters)
         let (_, stats) = try orFail("") {

@@ -9,7 +9,7 @@ import Glibc
 /// `--model` and `--threads`, shared by every command that reads a model; loading is done here so that
 /// every command reports a missing or bad model file the same way: one error line, exit status 1.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "GGUF model file (default: the SmolLM2-135M-Instruct that `comet pull` fetches).")
+    @Option(help: "GGUF model file, or Hugging Face model folder (config.json + safetensors + tokenizer.json) (default: the SmolLM2-135M-Instruct that `comet pull` fetches).")
     var model: String?
 
     @Option(help: "CPU threads for the forward pass (default: all cores).")
@@ -21,24 +21,29 @@ struct ModelOptions: ParsableArguments {
 
     var path: String { model ?? DefaultModel.path() }
 
-    /// The opened file, or exit 1 with a message that says what to do.
-    func openFile() throws -> GGUFFile {
+    /// The model file or folder, opened (`openModel` picks by what the path is), or exit 1 with a
+    /// message that says what to do.
+    func open() throws -> ModelSource {
         guard access(path, F_OK) == 0 else {
             if model == nil {
                 throw fail("the default model is not downloaded yet (\(path)); run `comet pull` first, or pass --model FILE")
             }
-            throw fail("model file not found: \(path)")
+            throw fail("model file or folder not found: \(path)")
         }
-        return try orFail("\(path)") { try GGUFFile(path: path) }
+        return try orFail("\(path)") { try openModel(path) }
     }
 
-    func tokenizer(_ gguf: GGUFFile) throws -> any Tokenizer {
-        try orFail("\(path)") { try makeTokenizer(gguf: gguf) }
+    func tokenizer(_ source: ModelSource) throws -> any Tokenizer {
+        try orFail("\(path)") { try source.tokenizer() }
     }
 
-    /// The model loaded for the CPU backend (weights dequantized to fp32).
-    func cpuModel(_ gguf: GGUFFile) throws -> LlamaCPUModel {
-        try orFail("\(path)") { try LlamaCPUModel(gguf: gguf, threads: threads) }
+    func chatTemplate(_ source: ModelSource) throws -> ChatTemplate {
+        try orFail("\(path)") { try source.chatTemplate() }
+    }
+
+    /// The model loaded for the CPU backend (weights converted to fp32).
+    func cpuModel(_ source: ModelSource) throws -> LlamaCPUModel {
+        try orFail("\(path)") { try LlamaCPUModel(weights: source.weights, threads: threads) }
     }
 }
 

@@ -17,8 +17,8 @@ struct Tokenize: ParsableCommand {
     var noSpecial = false
 
     func run() throws {
-        let gguf = try modelOptions.openFile()
-        let tokenizer = try modelOptions.tokenizer(gguf)
+        let source = try modelOptions.open()
+        let tokenizer = try modelOptions.tokenizer(source)
         let ids = tokenizer.encode(text, addBOS: bos || tokenizer.addsBOS, parseSpecial: !noSpecial)
         print("[" + ids.map(String.init).joined(separator: ", ") + "]")
     }

@@ -80,6 +80,26 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
         #expect(output.contains("2 tokens in") && output.contains("tokens/s"), "\(output)")
     }
 
+    /// `--model` takes a Hugging Face folder as well (scripts/make_hf_fixture.py exports SmolLM2 to one).
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: assets + "/smollm2-hf/config.json")
+                   || ProcessInfo.processInfo.environment["COMET_REQUIRE_ASSETS"] == "1", "run scripts/make_hf_fixture.py"))
+    func aHuggingFaceFolderIsAModel() throws {
+        let folder = Self.assets + "/smollm2-hf"
+        let (status, output) = try runComet(["tokenize", "--model", folder, "The capital of France is"])
+        #expect(status == 0 && output == "[504, 3575, 282, 4649, 314]\n", "\(output)")
+        let generated = try runComet(["generate", "--model", folder, "--temperature", "0", "--max-tokens", "2", "The capital of France is"])
+        #expect(generated.status == 0 && generated.output.hasPrefix(" Paris.\n"), "\(generated.output)")
+    }
+
+    @Test func aBrokenHuggingFaceFolderIsOneErrorLine() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("comet-\(UUID().uuidString)-hf").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (status, output) = try runComet(["tokenize", "--model", folder, "hi"])
+        #expect(status == 1)
+        #expect(output == "error: \(folder): missing file '\(folder)/config.json': a Hugging Face model folder needs its config.json\n", "\(output)")
+    }
+
     @Test func aMissingDefaultModelSaysToPull() throws {
         let (status, output) = try runComet(["generate", "hi"], environment: ["COMET_ASSETS": "/nonexistent", "HOME": "/nonexistent"])
         #expect(status == 1)

@@ -39,6 +39,24 @@ import Testing
         #expect(c.expectedTensorShapes.contains { $0.name == "blk.1.attn_k.weight" && $0.shape == [256, 64] })
     }
 
+    /// A qwen2 GGUF: unpermuted q/k (rotate-half, as llama.cpp runs it) and q/k/v biases when present.
+    @Test func readsAQwen2Config() throws {
+        let c = try config({ metadata in
+            for (key, value) in metadata where key.hasPrefix("llama.") {
+                metadata["qwen2." + key.dropFirst("llama.".count)] = value
+                metadata[key] = nil
+            }
+            metadata["general.architecture"] = .string("qwen2")
+        }, tensors: [LlamaTensorNames.layer(0).queryBias])
+        #expect(c.architecture == "qwen2" && c.ropeConvention == .halves && c.attentionBias)
+        #expect(c.expectedTensorShapes.count == 20 + 2 * 3)
+        #expect(c.expectedTensorShapes.contains { $0.name == "blk.1.attn_v.bias" && $0.shape == [64] })
+        #expect(try config().ropeConvention == .adjacentPairs)
+        expectModelError({ _ = try config { $0["general.architecture"] = .string("mistral") } }) {
+            $0 == .unsupportedArchitecture("mistral", supported: ["llama", "qwen2"])
+        }
+    }
+
     @Test func performanceModelShapesAreValid() throws {
         for c in [ModelConfig.llama3_8B, .llama3_70B] {
             try c.validate()
@@ -64,8 +82,8 @@ import Testing
     }
 
     @Test func refusesOtherArchitecturesAndBadValues() {
-        expectModelError({ _ = try config { $0["general.architecture"] = .string("qwen2") } }) {
-            $0 == .unsupportedArchitecture("qwen2", supported: ["llama"]) && $0.description.contains("supported: llama")
+        expectModelError({ _ = try config { $0["general.architecture"] = .string("gemma") } }) {
+            $0 == .unsupportedArchitecture("gemma", supported: ["llama", "qwen2"]) && $0.description.contains("supported: llama, qwen2")
         }
         expectModelError({ _ = try config { $0["llama.block_count"] = nil } }) { $0 == .missingMetadata(key: "llama.block_count") }
         expectModelError({ _ = try config { $0["llama.block_count"] = .string("30") } }) {

@@ -27,7 +27,9 @@ import Testing
         #expect(PreTokenizer.gpt2.split("Hello  world's 123!!") == ["Hello", " ", " world", "'s", " 123", "!!"])
         #expect(PreTokenizer.smolLM.split("Hello  world's 123!!") == ["Hello", " ", " world", "'s", " ", "1", "2", "3", "!!"])
         #expect(PreTokenizer.llama3.split("Hello  WORLD'S 12345!!\n\n") == ["Hello", " ", " WORLD", "'S", " ", "123", "45", "!!\n\n"])
-        #expect(throws: ModelError.self) { try PreTokenizer(ggufName: "qwen2") }
+        #expect(PreTokenizer.qwen2.split("Hello  WORLD'S 12345!!\n\n") == ["Hello", " ", " WORLD", "'S", " ", "1", "2", "3", "4", "5", "!!\n\n"])
+        #expect(try PreTokenizer(ggufName: "qwen2") == .qwen2)
+        #expect(throws: ModelError.self) { try PreTokenizer(ggufName: "deepseek-llm") }
         #expect(try PreTokenizer(ggufName: "smollm") == .smolLM)
     }
 
