@@ -8,7 +8,7 @@ import Testing
 ///
 /// Rule: on the first golden prompt followed by its first 8 greedy tokens (teacher-forced, one batch),
 /// every logit at every position is within 1e-3 * max(1, |gguf|) of the GGUF path's, the argmax at
-/// every position is the same, and it reproduces the golden greedy tokens. The weights are the same
+/// each of the 8 greedy steps is the same, and those are the golden (numpy) greedy tokens. The weights are the same
 /// fp32 numbers; only the order of the q/k channels (and so the rounding of q·k) differs.
 ///
 /// An extension of `SmolLM2ForwardTests` so that it runs serialized with that suite: both use the one
