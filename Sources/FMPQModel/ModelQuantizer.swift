@@ -79,6 +79,18 @@ public enum ModelQuantizer {
         return checkpoint
     }
 
+    /// Whether two recorded configs agree. JSON does not keep 100000.0 apart from 100000, so
+    /// numbers compare by value whichever case decoding chose.
+    public static func sameConfig(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case let (.int(x), .number(y)), let (.number(y), .int(x)): return Double(x) == y
+        case let (.object(x), .object(y)):
+            return x.keys.sorted() == y.keys.sorted() && x.allSatisfy { key, value in sameConfig(value, y[key]!) }
+        case let (.array(x), .array(y)): return x.count == y.count && zip(x, y).allSatisfy { sameConfig($0, $1) }
+        default: return a == b
+        }
+    }
+
     /// The model config as the checkpoint records it (and `QuantizedModel` checks it against).
     public static func configJSON(_ c: ModelConfig) -> JSONValue {
         .object([

@@ -37,7 +37,7 @@ public final class QuantizedModelHooks: ForwardHooks {
 
     init(model: LlamaCPUModel, checkpoint: QuantizedCheckpoint, evaluation: QuantizedEvaluation) throws {
         let expected = ModelQuantizer.configJSON(model.config)
-        guard checkpoint.model == expected else {
+        guard ModelQuantizer.sameConfig(checkpoint.model, expected) else {
             throw QuantError.shapeMismatch("the checkpoint was made for another model config (\(checkpoint.model)), this model is \(expected)")
         }
         linears = try (0..<model.config.layerCount).map { layer in

@@ -21,7 +21,7 @@ enum Assets {
         + "God said, \"Let there be light,\" and there was light. God saw the light, and saw that it was good."
 
     nonisolated(unsafe) static let shared: Result<(model: LlamaCPUModel, tokenizer: any Tokenizer), any Error> = Result {
-        let gguf = try GGUFFile(path: gguf ?? "")
-        return (try LlamaCPUModel(gguf: gguf, maxBatchTokens: 32), try makeTokenizer(gguf: gguf))
+        let file = try GGUFFile(path: Assets.gguf ?? "")
+        return (try LlamaCPUModel(gguf: file, maxBatchTokens: 32), try makeTokenizer(gguf: file))
     }
 }
