@@ -4,6 +4,10 @@ import FMPQModel
 import Model
 import Quant
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension Eval {
     /// The accuracy table of bench/results/accuracy-smollm2.md: every row on the same model, the
     /// same calibration pass and the same evaluation tokens; rows differ only in the quantization
@@ -57,7 +61,7 @@ extension Eval {
             print("Evaluation: first \(tokens.count) tokens of \(textPath.split(separator: "/").last ?? ""), ctx \(ctx), stride \(ctx). Calibration: \(source.text).\n")
             print("| row | weights | activations | KV | INT8 blocks / MACs | perplexity | vs FP |")
             print("| --- | --- | --- | --- | --- | --- | --- |")
-            writeOut("")
+            fflush(nil)
             var checkpoints: [(settings: QuantizeSettings, checkpoint: QuantizedCheckpoint)] = []
             var fp: Double?
             var stderr = StandardError()
@@ -88,7 +92,7 @@ extension Eval {
                 if row.name == "fp" { fp = result.perplexity }
                 let delta = fp.map { "+" + percent(result.perplexity / $0 - 1) } ?? "-"
                 print("| \(row.name) | \(row.weights) | \(row.activations) | \(row.kv) | \(share) | \(formatFixed(result.perplexity, digits: 2)) | \(row.name == "fp" ? "-" : delta) |")
-                writeOut("")
+                fflush(nil)
                 print("\(row.name): perplexity \(formatFixed(result.perplexity, digits: 3)) in \(format1(seconds(since: start))) s", to: &stderr)
             }
         }

