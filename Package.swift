@@ -28,6 +28,9 @@ let package = Package(
         // The llama forward pass on the CPU (fp32, multi-threaded, SIMD): runs the default model
         // without a GPU, and is the float reference for the GPU path.
         .target(name: "CPUBackend", dependencies: ["Model"]),
+        // FMPQ on a whole model: calibration through the CPU forward pass, quantize to a checkpoint,
+        // and the quantized CPU forward (W4Ax linears, KV4) that evaluates it.
+        .target(name: "FMPQModel", dependencies: ["CPUBackend", "Model", "Quant"]),
         // Next-token sampling from logits (greedy, temperature, top-k/p, min-p, penalties, seeded).
         .target(name: "Sampling"),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
@@ -44,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "comet",
             dependencies: [
-                "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling",
+                "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -66,5 +69,7 @@ let package = Package(
         // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
+        // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
+        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Model", "Quant"]),
     ]
 )

@@ -32,6 +32,9 @@ public final class LlamaCPUModel {
     private let weights: LlamaWeights
     private let rope: RotaryEmbedding
     private let parallel: ParallelLoop
+    /// Observes or replaces the linears and K/V of every forward call (calibration, quantized
+    /// evaluation); nil runs the plain fp32 model.
+    public var hooks: (any ForwardHooks)?
     private let scratch: ForwardScratch
 
     /// Loads and dequantizes the model in `gguf` (`ModelConfig` says what is accepted).
@@ -133,8 +136,8 @@ public final class LlamaCPUModel {
             CPUKernels.rmsNorm(s.residual.pointer, tokens: n, dim: dim, weight: layer.attentionNorm.pointer,
                                epsilon: epsilon, into: s.normed.pointer)
             // qkv: [n, qDim + 2 kvDim]
-            CPUKernels.matmul(s.normed.pointer, xStride: dim, tokens: n, layer.qkv.pointer, inDim: dim, outDim: qkvDim,
-                              s.qkv.pointer, yStride: qkvDim, parallel: parallel)
+            linear(l, .qkv, s.normed.pointer, tokens: n, position: position, layer.qkv, inDim: dim, outDim: qkvDim,
+                   s.qkv.pointer, accumulate: false)
             if let bias = layer.qkvBias {
                 // Qwen2: the biases are added before RoPE, as in its attention (q = Wq·x + bq, then rotate).
                 for t in 0..<n { CPUKernels.add(bias.pointer, into: s.qkv.pointer + t * qkvDim, count: qkvDim) }
@@ -143,26 +146,55 @@ public final class LlamaCPUModel {
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
             rope.apply(s.qkv.pointer + qDim, rowStride: qkvDim, tokens: n, heads: config.kvHeadCount,
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
+            hooks?.keysValues(layer: l, keys: s.qkv.pointer + qDim, values: s.qkv.pointer + qDim + kvDim,
+                              rowStride: qkvDim, tokens: n)
             for t in 0..<n {
                 let row = s.qkv.pointer + t * qkvDim
                 cache.keys(layer: l, position: position + t).update(from: row + qDim, count: kvDim)
                 cache.values(layer: l, position: position + t).update(from: row + qDim + kvDim, count: kvDim)
             }
             attention(layer: l, tokens: n, position: position, cache: cache)
-            CPUKernels.matmul(s.attention.pointer, xStride: qDim, tokens: n, layer.attentionOutput.pointer, inDim: qDim,
-                              outDim: dim, s.residual.pointer, yStride: dim, accumulate: true, parallel: parallel)
+            linear(l, .attentionOutput, s.attention.pointer, tokens: n, position: position, layer.attentionOutput,
+                   inDim: qDim, outDim: dim, s.residual.pointer, accumulate: true)
 
             // Feed-forward block: x += Wdown · (silu(Wgate·xn) * (Wup·xn)).
             CPUKernels.rmsNorm(s.residual.pointer, tokens: n, dim: dim, weight: layer.ffnNorm.pointer,
                                epsilon: epsilon, into: s.normed.pointer)
             // gateUp: [n, 2 ffn]
-            CPUKernels.matmul(s.normed.pointer, xStride: dim, tokens: n, layer.gateUp.pointer, inDim: dim, outDim: 2 * ffn,
-                              s.gateUp.pointer, yStride: 2 * ffn, parallel: parallel)
+            linear(l, .gateUp, s.normed.pointer, tokens: n, position: position, layer.gateUp, inDim: dim, outDim: 2 * ffn,
+                   s.gateUp.pointer, accumulate: false)
             CPUKernels.swiGLU(s.gateUp.pointer, tokens: n, hidden: ffn, into: s.hidden.pointer)
-            CPUKernels.matmul(s.hidden.pointer, xStride: ffn, tokens: n, layer.down.pointer, inDim: ffn, outDim: dim,
-                              s.residual.pointer, yStride: dim, accumulate: true, parallel: parallel)
+            linear(l, .down, s.hidden.pointer, tokens: n, position: position, layer.down, inDim: ffn, outDim: dim,
+                   s.residual.pointer, accumulate: true)
         }
     }
+
+    /// One linear of a layer: the hooks' if they take it, else the fp32 weights.
+    /// x: [tokens, inDim], w: [outDim, inDim], y: [tokens, outDim].
+    private func linear(
+        _ layer: Int, _ slot: LinearSlot, _ x: UnsafePointer<Float>, tokens n: Int, position: Int, _ w: FloatBuffer,
+        inDim: Int, outDim: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool
+    ) {
+        if let hooks, hooks.linear(layer: layer, slot: slot, x: x, tokens: n, inDim: inDim, outDim: outDim,
+                                   firstPosition: position, y: y, accumulate: accumulate) {
+            return
+        }
+        CPUKernels.matmul(x, xStride: inDim, tokens: n, w.pointer, inDim: inDim, outDim: outDim, y, yStride: outDim,
+                          accumulate: accumulate, parallel: parallel)
+    }
+
+    /// The fp32 weights of linear `slot` of `layer` ([outDim, inDim]).
+    func weightBuffer(layer: Int, slot: LinearSlot) -> FloatBuffer {
+        let w = weights.layers[layer]
+        switch slot {
+        case .qkv: return w.qkv
+        case .attentionOutput: return w.attentionOutput
+        case .gateUp: return w.gateUp
+        case .down: return w.down
+        }
+    }
+
+    var parallelLoop: ParallelLoop { parallel }
 
     /// Causal grouped-query attention of the chunk's queries over the cache (which already holds the
     /// chunk's own keys and values): token t at position p attends to positions 0...p.

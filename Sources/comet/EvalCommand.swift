@@ -1,6 +1,8 @@
 import ArgumentParser
 import CPUBackend
+import FMPQModel
 import Model
+import Quant
 
 #if canImport(Glibc)
 import Glibc
@@ -9,13 +11,13 @@ import Glibc
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a model.",
-        subcommands: [Perplexity.self])
+        subcommands: [Perplexity.self, AccuracyTable.self])
 
     struct Perplexity: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ppl",
-            abstract: "Perplexity of a model on a text file (CPU, fp32), with a sliding window.",
-            discussion: "Windows of --ctx tokens start every --stride tokens; each scores the tokens no earlier window scored. No BOS is added. Progress goes to stderr, the result to stdout.")
+            abstract: "Perplexity of a model or an FMPQ checkpoint on a text file (CPU), with a sliding window.",
+            discussion: "--model may be a GGUF file (fp32) or a checkpoint folder of `comet quantize` (W4Ax linears, KV4 as the checkpoint says; loading checks it). Windows of --ctx tokens start every --stride tokens; each scores the tokens no earlier window scored. No BOS is added. Progress goes to stderr, the result to stdout.")
 
         @OptionGroup var modelOptions: ModelOptions
 
@@ -31,6 +33,12 @@ struct Eval: ParsableCommand {
         @Option(help: "Score only the first N tokens of the text (0: all).")
         var maxTokens = 0
 
+        @Option(help: "Checkpoints only: fmpq (A4/A8 blocks, default) or a16 (weight-only).")
+        var activations: QuantizedLinear.Activations = .fmpq
+
+        @Flag(inversion: .prefixedNo, help: "Checkpoints only: KV4 cache (default: as the checkpoint says).")
+        var kv4: Bool?
+
         func validate() throws {
             if ctx < 2 { throw ValidationError("--ctx must be at least 2") }
             if stride < 1 || stride > ctx { throw ValidationError("--stride must be between 1 and --ctx (\(ctx))") }
@@ -40,12 +48,20 @@ struct Eval: ParsableCommand {
         func run() throws {
             let bytes = try orFail("") { try readFile(text) }
             guard let content = String(validating: bytes, as: UTF8.self) else { throw fail("\(text) is not UTF-8 text") }
-            let source = try modelOptions.open()
+            let checkpoint = try loadCheckpointIfFolder(modelOptions.path)
+            let source = try checkpoint.map { c in try orFail("") { try ModelSource(gguf: BaseModelFile.open(for: c)) } }
+                ?? modelOptions.open()
             let tokenizer = try modelOptions.tokenizer(source)
             var tokens = tokenizer.encode(content, addBOS: false, parseSpecial: false)
             if maxTokens > 0, tokens.count > maxTokens { tokens.removeSubrange(maxTokens...) }
             guard tokens.count >= 2 else { throw fail("\(text) has \(tokens.count) tokens; perplexity needs at least 2") }
             let model = try modelOptions.cpuModel(source)
+            if let checkpoint {
+                let evaluation = QuantizedEvaluation(activations: activations, kv4: kv4 ?? (checkpoint.kvCache.bits == 4))
+                try orFail("\(modelOptions.path)") { try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation) }
+                var stderr = StandardError()
+                print("checkpoint \(modelOptions.path): activations \(evaluation.activations.rawValue), KV \(evaluation.kv4 ? "KV4" : "fp32")", to: &stderr)
+            }
             guard ctx <= model.config.contextLength else {
                 throw fail("--ctx \(ctx) is longer than the model's context (\(model.config.contextLength))")
             }
@@ -73,6 +89,13 @@ struct Eval: ParsableCommand {
                 + "in \(format1(elapsed)) s (\(model.threads) threads)")
         }
     }
+}
+
+/// The checkpoint at `path` when it is a folder (loaded and checked), nil for a model file.
+func loadCheckpointIfFolder(_ path: String) throws -> QuantizedCheckpoint? {
+    // A folder with a manifest is a checkpoint; one without may be a Hugging Face model folder.
+    guard access(path + "/manifest.json", F_OK) == 0 else { return nil }
+    return try orFail("") { try QuantizedCheckpoint.load(from: path) }
 }
 
 /// The whole file at `path`.

@@ -33,6 +33,16 @@ struct ModelOptions: ParsableArguments {
         return try orFail("\(path)") { try openModel(path) }
     }
 
+    /// The model, which must be a GGUF file: quantized checkpoints name their base model file by
+    /// its SHA-256, so `command` refuses a Hugging Face folder with one clear line.
+    func openGGUF(for command: String) throws -> ModelSource {
+        let source = try open()
+        guard case .gguf = source.format else {
+            throw fail("\(command) needs a GGUF base model (a checkpoint names its base file by SHA-256); \(path) is a Hugging Face folder")
+        }
+        return source
+    }
+
     func tokenizer(_ source: ModelSource) throws -> any Tokenizer {
         try orFail("\(path)") { try source.tokenizer() }
     }

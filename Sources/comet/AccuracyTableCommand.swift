@@ -1,0 +1,150 @@
+import ArgumentParser
+import CPUBackend
+import FMPQModel
+import Model
+import Quant
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Eval {
+    /// The accuracy table of bench/results/accuracy-smollm2.md: every row on the same model, the
+    /// same calibration pass and the same evaluation tokens; rows differ only in the quantization
+    /// settings (checkpoints built in memory by the same code as `comet quantize`) and in how the
+    /// checkpoint is evaluated.
+    struct AccuracyTable: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "table",
+            abstract: "Perplexity of FP, the baselines and FMPQ variants on the held-out split (CPU; slow).",
+            discussion: "Calibrates once, then for each row quantizes in memory and scores the same tokens. Rows print to stdout as they finish (markdown); progress on stderr.")
+
+        @OptionGroup var modelOptions: ModelOptions
+        @OptionGroup var calibration: CalibrationOptions
+
+        @Option(help: "Held-out text (default: web-evaluation.txt, WEB Romans-Revelation).")
+        var text: String?
+
+        @Option(help: "Score the first N tokens of the text.")
+        var maxTokens = 16384
+
+        @Option(help: "Window length (and stride) in tokens.")
+        var ctx = 512
+
+        @Option(help: "Comma-separated rows to run (default: all). Names: \(TableRow.all.map(\.name).joined(separator: ", ")).")
+        var rows: String?
+
+        func run() throws {
+            let wanted = try rows.map { list in
+                try list.split(separator: ",").map { name in
+                    guard let row = TableRow.all.first(where: { $0.name == name }) else { throw ValidationError("no row \(name)") }
+                    return row
+                }
+            } ?? TableRow.all
+            let textPath = text ?? DefaultModel.assetsFolder() + "/web-evaluation.txt"
+            let bytes = try orFail("") { try readFile(textPath) }
+            guard let content = String(validating: bytes, as: UTF8.self) else { throw fail("\(textPath) is not UTF-8 text") }
+            let gguf = try modelOptions.openGGUF(for: "comet quantize")
+            let tokenizer = try modelOptions.tokenizer(gguf)
+            var tokens = tokenizer.encode(content, addBOS: false, parseSpecial: false)
+            if tokens.count > maxTokens { tokens.removeSubrange(maxTokens...) }
+            let model = try modelOptions.cpuModel(gguf)
+            let evaluator = try orFail("") { try PerplexityEvaluator(model: model, context: ctx, stride: ctx) }
+
+            var observed: ModelCalibration?
+            var source = CalibrationSource(text: "")
+            if wanted.contains(where: { $0.settings != nil }) {
+                let (sequences, s) = try calibration.sequences(tokenizer: tokenizer)
+                source = s
+                observed = try calibration.calibrate(model: model, sequences: sequences, hessians: true)
+            }
+            print("Evaluation: first \(tokens.count) tokens of \(textPath.split(separator: "/").last ?? ""), ctx \(ctx), stride \(ctx). Calibration: \(source.text).\n")
+            print("| row | weights | activations | KV | INT8 blocks / MACs | perplexity | vs FP |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            fflush(nil)
+            var checkpoints: [(settings: QuantizeSettings, checkpoint: QuantizedCheckpoint)] = []
+            var fp: Double?
+            var stderr = StandardError()
+            for row in wanted {
+                let start = ContinuousClock.now
+                var share = "-"
+                model.hooks = nil
+                if let settings = row.settings, let evaluation = row.evaluation, let observed {
+                    let checkpoint: QuantizedCheckpoint
+                    if let cached = checkpoints.first(where: { $0.settings == settings }) {
+                        checkpoint = cached.checkpoint
+                    } else {
+                        print("\(row.name): quantizing", to: &stderr)
+                        checkpoint = try quantizeModel(model: model, path: modelOptions.path, observed: observed, settings: settings, source: source)
+                        checkpoints.append((settings, checkpoint))
+                    }
+                    let summary = INT8ShareSummary(checkpoint, layers: model.config.layerCount)
+                    share = "\(percent(summary.blocks)) / \(percent(summary.macs))"
+                    try orFail("") { try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation) }
+                }
+                print("\(row.name): evaluating", to: &stderr)
+                let result = try orFail("") {
+                    try evaluator.evaluate(tokens) { p in
+                        if p.window % 8 == 0 { print("  window \(p.window)/\(p.windowCount), perplexity \(format2(p.perplexity))", to: &stderr) }
+                    }
+                }
+                model.hooks = nil
+                if row.name == "fp" { fp = result.perplexity }
+                let delta = fp.map { "+" + percent(result.perplexity / $0 - 1) } ?? "-"
+                print("| \(row.name) | \(row.weights) | \(row.activations) | \(row.kv) | \(share) | \(formatFixed(result.perplexity, digits: 2)) | \(row.name == "fp" ? "-" : delta) |")
+                fflush(nil)
+                print("\(row.name): perplexity \(formatFixed(result.perplexity, digits: 3)) in \(format1(seconds(since: start))) s", to: &stderr)
+            }
+        }
+    }
+}
+
+/// One row of the accuracy table: how the checkpoint is made and how it is evaluated (nil: FP).
+struct TableRow {
+    var name: String
+    var weights: String
+    var activations: String
+    var kv: String
+    var settings: QuantizeSettings?
+    var evaluation: QuantizedEvaluation?
+
+    static func recipe(_ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax) -> FMPQRecipe {
+        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method)
+    }
+
+    static func quantized(
+        _ name: String, _ weights: String, _ activations: String, _ kv: String,
+        recipe: FMPQRecipe, permute: Bool, evaluation: QuantizedEvaluation
+    ) -> TableRow {
+        // The checkpoint's KV setting does not change its tensors: rows that differ only in KV share one.
+        TableRow(name: name, weights: weights, activations: activations, kv: kv,
+                 settings: QuantizeSettings(recipe: recipe, permute: permute, kv4: false), evaluation: evaluation)
+    }
+
+    /// In priority order: the headline rows first, then the ablations.
+    static let all: [TableRow] = [
+        TableRow(name: "fp", weights: "fp32 (dequantized GGUF)", activations: "fp32", kv: "fp32"),
+        quantized("w4a4-rtn", "INT4 RTN g128", "A4 per (token, 128)", "fp32",
+                  recipe: recipe(.rtn, share: 0), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-w4ax", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "fp32",
+                  recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-w4axkv4", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "KV4",
+                  recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("w4a8kv4", "INT4 GPTQ g128", "A8 per (token, 128)", "KV4",
+                  recipe: recipe(.gptq, share: 1), permute: false, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-no-perm", "INT4 GPTQ g128", "A4 + last 20% blocks A8, unpermuted", "fp32",
+                  recipe: recipe(.gptq, share: 0.2), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("w4a16-gptq", "INT4 GPTQ g128", "fp32", "fp32",
+                  recipe: recipe(.gptq, share: 0), permute: false, evaluation: .init(activations: .a16, kv4: false)),
+        quantized("w4a16-rtn", "INT4 RTN g128", "fp32", "fp32",
+                  recipe: recipe(.rtn, share: 0), permute: false, evaluation: .init(activations: .a16, kv4: false)),
+        quantized("fmpq-rtn", "INT4 RTN g128", "FMPQ A4 + 20% A8 blocks", "fp32",
+                  recipe: recipe(.rtn, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-30", "INT4 GPTQ g128", "FMPQ A4 + 30% A8 blocks", "fp32",
+                  recipe: recipe(.gptq, share: 0.3), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-b64-kv4", "INT4 GPTQ g64", "FMPQ A4 + 20% A8 blocks of 64", "KV4",
+                  recipe: recipe(.gptq, share: 0.2, blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-rms", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks (rms criterion)", "fp32",
+                  recipe: recipe(.gptq, share: 0.2, criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+    ]
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import CPUBackend
+import FMPQModel
+import Model
+import Quant
+
+/// Where calibration text comes from and how much of it: shared by `quantize` and `eval table`.
+struct CalibrationOptions: ParsableArguments {
+    @Option(help: "Calibration text (default: web-calibration.txt of scripts/fetch-eval-text.sh, WEB Genesis-Acts).")
+    var calibrationText: String?
+
+    @Option(help: "Calibration sequences, spread evenly over the text.")
+    var calibrationSequences = 64
+
+    @Option(help: "Tokens per calibration sequence.")
+    var calibrationLength = 512
+
+    func validate() throws {
+        if calibrationSequences < 1 { throw ValidationError("--calibration-sequences must be at least 1") }
+        if calibrationLength < 2 { throw ValidationError("--calibration-length must be at least 2") }
+    }
+
+    var path: String { calibrationText ?? DefaultModel.assetsFolder() + "/web-calibration.txt" }
+
+    /// Tokenizes the text and cuts the sequences; returns them and the manifest's description.
+    func sequences(tokenizer: any Tokenizer) throws -> (sequences: [[Int32]], source: CalibrationSource) {
+        let bytes = try orFail("") { try readFile(path) }
+        guard let content = String(validating: bytes, as: UTF8.self) else { throw fail("\(path) is not UTF-8 text") }
+        let tokens = tokenizer.encode(content, addBOS: false, parseSpecial: false)
+        guard tokens.count >= calibrationLength else {
+            throw fail("\(path) has \(tokens.count) tokens, fewer than --calibration-length \(calibrationLength)")
+        }
+        let sequences = Calibrator.sequences(from: tokens, count: calibrationSequences, length: calibrationLength)
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return (sequences, CalibrationSource(text: "\(name): \(sequences.count) windows of \(calibrationLength) tokens spread over its \(tokens.count) tokens"))
+    }
+
+    /// Runs calibration with progress on stderr.
+    func calibrate(model: LlamaCPUModel, sequences: [[Int32]], hessians: Bool) throws -> ModelCalibration {
+        var stderr = StandardError()
+        let start = ContinuousClock.now
+        return try orFail("calibration") {
+            try Calibrator.calibrate(model: model, sequences: sequences, hessians: hessians) { done, total in
+                if done == total || done % max(1, total / 8) == 0 {
+                    print("calibration: \(done)/\(total) sequences, \(format1(seconds(since: start))) s", to: &stderr)
+                }
+            }
+        }
+    }
+}
+
+/// The FMPQ choices of `quantize`, one flag each.
+struct RecipeOptions: ParsableArguments {
+    @Option(help: "Fraction of each layer's blocks in INT8 (the paper: under 20%).")
+    var int8Share = 0.2
+
+    @Option(help: "Instead of a fixed share: channels above this multiple of the layer's median score are outliers (capped at --int8-share).")
+    var int8Threshold: Double?
+
+    @Option(help: "Outlier criterion: absMax or rms.")
+    var criterion: OutlierCriterion = .absMax
+
+    @Option(help: "Weight rounding: gptq or rtn.")
+    var weights: FMPQRecipe.WeightMethod = .gptq
+
+    @Option(help: "Channels per block (and per weight scale group): 128 or 64.")
+    var blockSize = 128
+
+    @Flag(help: "Keep channels in their original order (ablation: INT8 blocks take whatever channels are last).")
+    var noPermutation = false
+
+    @Flag(inversion: .prefixedNo, help: "KV cache format the checkpoint asks for: KV4 (default) or fp16.")
+    var kv4 = true
+
+    func validate() throws {
+        if !(0...1).contains(int8Share) { throw ValidationError("--int8-share must be in 0...1") }
+        if blockSize != 64 && blockSize != 128 { throw ValidationError("--block-size must be 64 or 128") }
+        if let int8Threshold, int8Threshold <= 0 { throw ValidationError("--int8-threshold must be positive") }
+    }
+
+    var settings: QuantizeSettings {
+        let budget: INT8Budget = int8Threshold.map { .threshold(ratio: $0, maxFraction: int8Share) } ?? .fractionOfBlocks(int8Share)
+        return QuantizeSettings(
+            recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights),
+            permute: !noPermutation, kv4: kv4)
+    }
+}
+
+extension OutlierCriterion: ExpressibleByArgument {}
+extension FMPQRecipe.WeightMethod: ExpressibleByArgument {}
+extension QuantizedLinear.Activations: ExpressibleByArgument {}
+
+/// "12.3%"
+func percent(_ x: Double) -> String { formatFixed(100 * x, digits: 1) + "%" }

@@ -1,0 +1,143 @@
+import CPUBackend
+import FMPQModel
+import Foundation
+import Model
+import Quant
+import Testing
+
+/// Records the input of one linear (the test's window onto a real layer).
+final class InputCapture: ForwardHooks {
+    let layer: Int, slot: LinearSlot
+    var x: [Float] = []
+    var tokens = 0
+    init(layer: Int, slot: LinearSlot) { self.layer = layer; self.slot = slot }
+    func linear(layer: Int, slot: LinearSlot, x: UnsafePointer<Float>, tokens: Int, inDim: Int, outDim: Int,
+                firstPosition: Int, y: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
+        if layer == self.layer && slot == self.slot {
+            self.x += Array(UnsafeBufferPointer(start: x, count: tokens * inDim))
+            self.tokens += tokens
+        }
+        return false
+    }
+}
+
+@Suite(.serialized, .enabled(if: Assets.gguf != nil, Assets.missing))
+struct FMPQModelTests {
+    static func model() throws -> (LlamaCPUModel, any Tokenizer) { try Assets.shared.get() }
+
+    static func calibration(length: Int = 24) throws -> (ModelCalibration, [[Int32]]) {
+        let (model, tokenizer) = try model()
+        let tokens = tokenizer.encode(Assets.text, addBOS: false, parseSpecial: false)
+        let sequences = Calibrator.sequences(from: tokens, count: 1, length: length)
+        return (try Calibrator.calibrate(model: model, sequences: sequences, hessians: false), sequences)
+    }
+
+    @Test func calibrationStatisticsAreSaneAndSkipTheSink() throws {
+        let (model, _) = try Self.model()
+        let (observed, sequences) = try Self.calibration()
+        #expect(model.hooks == nil, "calibration removes its hooks")
+        #expect(observed.tokens == 24 && observed.contextLength == 24)
+        #expect(observed.layers.count == model.config.layerCount)
+        for layer in [0, model.config.layerCount - 1] {
+            for slot in LinearSlot.allCases {
+                let s = observed[layer, slot].statistics
+                #expect(s.channels == model.linearShape(slot).inDim)
+                #expect(s.rows == sequences[0].count - 1, "position 0 (the attention sink) is excluded")
+                #expect(s.absMax.allSatisfy { $0.isFinite } && s.absMax.contains { $0 > 0 })
+                #expect(zip(s.rms, s.absMax).allSatisfy { $0 <= $1 * 1.0001 })
+            }
+        }
+    }
+
+    /// The quantized forward's product equals the exact W4Ax reference (int32 per block, fp32
+    /// promotion) on a real layer's real inputs, up to fp32 rounding of the sum of |terms|.
+    @Test(arguments: [LinearSlot.down, .qkv])
+    func quantizedLinearMatchesTheReference(slot: LinearSlot) throws {
+        let (model, tokenizer) = try Self.model()
+        let capture = InputCapture(layer: 1, slot: slot)
+        model.hooks = capture
+        defer { model.hooks = nil }
+        let cache = model.makeCache(capacity: 16)
+        var logits: [Float] = []
+        try model.forward(Array(tokenizer.encode(Assets.text, addBOS: false, parseSpecial: false).prefix(6)), at: 0, cache: cache, logits: &logits)
+        let shape = model.linearShape(slot)
+        var statistics = CalibrationStatistics(channels: shape.inDim)
+        try statistics.add(capture.x, tokens: capture.tokens)
+        let recipe = FMPQRecipe(weightMethod: .rtn)
+        let (weights, permutation) = try recipe.quantize(
+            weights: model.linearWeights(layer: 1, slot: slot), outputs: shape.outDim, statistics: statistics)
+        #expect(permutation.layout.int8Blocks > 0)
+        let linear = try QuantizedLinear(weights: weights, permutation: permutation)
+        let y = linear.apply(capture.x, tokens: capture.tokens)
+        let activations = try QuantizedActivations(
+            quantizing: permutation.permuteColumns(capture.x, rows: capture.tokens), tokens: capture.tokens, layout: permutation.layout)
+        let (reference, magnitude) = try W4AxLinear.referenceWithMagnitude(activations, weights)
+        var worst: Float = 0
+        for i in y.indices {
+            worst = max(worst, abs(y[i] - reference[i]) / max(magnitude[i], 1e-30))
+        }
+        #expect(worst < 1e-5, "largest error relative to the sum of |terms|: \(worst)")
+    }
+
+    /// quantize -> write -> load gives the same checkpoint and the same quantized logits, and
+    /// a corrupted byte is refused.
+    @Test func checkpointRoundTripOnTheRealModel() throws {
+        let (model, tokenizer) = try Self.model()
+        let (observed, _) = try Self.calibration(length: 12)
+        let settings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn), kv4: true)
+        let checkpoint = try ModelQuantizer.quantize(
+            model: model, calibration: observed, settings: settings, modelFile: Assets.gguf!, modelFileSHA256: nil,
+            source: CalibrationSource(text: "test text"))
+        let summary = INT8ShareSummary(checkpoint, layers: model.config.layerCount)
+        #expect(summary.perLayer.count == model.config.layerCount)
+        #expect(summary.blocks > 0.1 && summary.blocks <= 0.2)
+        #expect(checkpoint.calibration.tokens == 12 && checkpoint.calibration.excludesSink)
+        #expect(checkpoint.kvCache.bits == 4)
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fmpq-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try checkpoint.write(to: folder)
+        let loaded = try QuantizedCheckpoint.load(from: folder)
+        // (Compared part by part: a failure must not print 40 MB of tensors.)
+        #expect(loaded.tensors.keys.sorted() == checkpoint.tensors.keys.sorted())
+        #expect(loaded.tensors.allSatisfy { $0.value == checkpoint.tensors[$0.key] })
+        #expect(loaded.layers == checkpoint.layers && loaded.calibration == checkpoint.calibration)
+        #expect(ModelQuantizer.sameConfig(loaded.model, checkpoint.model))
+
+        let prompt = Array(tokenizer.encode(Assets.text, addBOS: false, parseSpecial: false).prefix(8))
+        func logits(_ c: QuantizedCheckpoint) throws -> [Float] {
+            try QuantizedModelHooks.install(on: model, checkpoint: c, evaluation: .init(kv4: true))
+            defer { model.hooks = nil }
+            var out: [Float] = []
+            try model.forward(prompt, at: 0, cache: model.makeCache(capacity: 8), logits: &out)
+            return out
+        }
+        let a = try logits(checkpoint), b = try logits(loaded)
+        #expect(a == b && a.allSatisfy { $0.isFinite })
+        var fp: [Float] = []
+        try model.forward(prompt, at: 0, cache: model.makeCache(capacity: 8), logits: &fp)
+        #expect(a != fp, "the hooks change the model")
+        // Close to the FP logits, not equal (a 12-token RTN calibration may change the top token).
+        let dot = zip(a, fp).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let norms = (a.reduce(0.0) { $0 + Double($1 * $1) } * fp.reduce(0.0) { $0 + Double($1 * $1) }).squareRoot()
+        #expect(dot / norms > 0.9, "cosine of quantized and FP logits: \(dot / norms)")
+
+        // One flipped byte in the tensor file: loading names the corrupt tensor.
+        let file = folder + "/" + QuantizedCheckpoint.tensorFile
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        bytes[bytes.count - 100] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: file))
+        #expect {
+            _ = try QuantizedCheckpoint.load(from: folder)
+        } throws: { error in
+            guard case .checksumMismatch = error as? CheckpointError else { return false }
+            return "\(error)".contains("corrupt")
+        }
+    }
+
+    @Test func calibrationWindowsSpreadOverTheText() {
+        let tokens = (0..<100).map { Int32($0) }
+        let windows = Calibrator.sequences(from: tokens, count: 3, length: 10)
+        #expect(windows.map { $0.first! } == [0, 45, 90] && windows.allSatisfy { $0.count == 10 })
+    }
+}
