@@ -33,6 +33,9 @@ let package = Package(
         .target(name: "FMPQModel", dependencies: ["CPUBackend", "Model", "Quant"]),
         // Next-token sampling from logits (greedy, temperature, top-k/p, min-p, penalties, seeded).
         .target(name: "Sampling"),
+        // The serving engine: requests, scheduler (continuous batching, chunked prefill, preemption),
+        // paged KV block manager with prefix caching; runs any backend through `ModelRunner`.
+        .target(name: "Engine", dependencies: ["Model", "Sampling"]),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",

@@ -1,0 +1,42 @@
+import Model
+
+// The seam between the engine and a backend (CPU or CUDA). The engine decides which tokens of
+// which sequences run in a step and where their keys and values live (block tables into the
+// runner's paged KV cache); the runner only executes the step.
+
+/// One sequence's share of a step: `tokens` at positions `firstPosition ..< firstPosition + tokens.count`
+/// (a prefill chunk, or one decode token). Its keys and values go to, and attention reads from, the
+/// cache blocks of `blockTable`: position p lives in block `blockTable[p / blockSize]`, slot
+/// `p % blockSize`. Positions before `firstPosition` are already in the cache (earlier steps or a
+/// shared prefix).
+public struct StepSequence: Sendable {
+    public var tokens: [Int32]
+    public var firstPosition: Int
+    public var blockTable: [Int32]
+    /// Whether the step should return logits for this sequence's last token (false for a prefill
+    /// chunk that does not end the prompt).
+    public var needsLogits: Bool
+    public init(tokens: [Int32], firstPosition: Int, blockTable: [Int32], needsLogits: Bool) {
+        self.tokens = tokens
+        self.firstPosition = firstPosition
+        self.blockTable = blockTable
+        self.needsLogits = needsLogits
+    }
+}
+
+/// Runs the model for the engine. Called from the engine's one thread, one step at a time.
+public protocol ModelRunner: AnyObject {
+    var config: ModelConfig { get }
+    /// Tokens per KV block.
+    var kvBlockSize: Int { get }
+    /// Blocks in the runner's KV cache (ids 0 ..< kvBlockCount).
+    var kvBlockCount: Int { get }
+    /// The most tokens (all sequences together) one step may run.
+    var maxStepTokens: Int { get }
+    /// The most sequences one step may run.
+    var maxStepSequences: Int { get }
+    /// Runs one step. For every sequence with `needsLogits`, in order, writes the `vocabularySize`
+    /// logits of its last token into `logits` (row i for the i-th such sequence), resizing it when
+    /// its count differs.
+    func execute(_ step: [StepSequence], logits: inout [Float]) throws
+}
