@@ -43,10 +43,15 @@ let package = Package(
             exclude: ["cuda"],
             plugins: ["EmbedKernelSourcesPlugin"]
         ),
+        // The model on the GPU for the engine: weights (FMPQ checkpoint, bf16, synthetic) and the
+        // step runner over the paged KV cache.
+        .target(name: "GPUBackend", dependencies: ["Engine", "CUDA", "Kernels", "Model", "Quant", "CPUBackend", "CPUReference"]),
         // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
-        .target(name: "GPUChecks", dependencies: ["CUDA", "Kernels", "CPUReference", "CPUBackend", "Model", "Quant"]),
+        .target(name: "GPUChecks", dependencies: [
+            "CUDA", "Kernels", "CPUReference", "CPUBackend", "Model", "Quant", "GPUBackend", "FMPQModel", "Engine", "Sampling",
+        ]),
         // Benchmarks that time our kernels and the vendor baseline in the same run.
-        .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant"]),
+        .target(name: "Benchmarks", dependencies: ["CUDA", "Kernels", "CPUReference", "Quant", "GPUBackend", "Engine", "Model"]),
         .executableTarget(
             name: "comet",
             dependencies: [

@@ -62,4 +62,19 @@ extension CUDAContext {
         try bind()
         try driver.check(api.cuMemcpyDtoDAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoDAsync")
     }
+
+    /// An asynchronous upload of `bytes` bytes; `source` must be pinned memory (`PinnedBuffer`) and
+    /// stay untouched until the stream passes the copy.
+    public func copy(bytes: Int, fromHost source: UnsafeRawPointer, to destination: DevicePointer, on stream: CUDAStream) throws {
+        guard bytes > 0 else { return }
+        try bind()
+        try driver.check(api.cuMemcpyHtoDAsync(destination, source, bytes, stream.handle), "cuMemcpyHtoDAsync")
+    }
+
+    /// An asynchronous download of `bytes` bytes into pinned memory; read it after synchronizing.
+    public func copy(bytes: Int, from source: DevicePointer, toHost destination: UnsafeMutableRawPointer, on stream: CUDAStream) throws {
+        guard bytes > 0 else { return }
+        try bind()
+        try driver.check(api.cuMemcpyDtoHAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoHAsync")
+    }
 }

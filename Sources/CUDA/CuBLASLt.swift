@@ -86,7 +86,8 @@ public final class CuBLASLt: @unchecked Sendable {
         public static let workspaceBytes = 32 << 20
 
         /// Column-major view: Y^T[N, M] = op_T(W as K x N) . X^T (K x M), the "TN" form FP8 requires.
-        public init(_ lt: CuBLASLt, m: Int, n: Int, k: Int, inputType: InputType) throws {
+        /// - Parameter float32Output: Y in fp32 instead of bf16 (logits of an LM head).
+        public init(_ lt: CuBLASLt, m: Int, n: Int, k: Int, inputType: InputType, float32Output: Bool = false) throws {
             self.lt = lt
             self.m = m
             self.n = n
@@ -102,7 +103,7 @@ public final class CuBLASLt: @unchecked Sendable {
             }
             try lt.check(lt.cublasLtMatrixLayoutCreate(&layouts[0], inputType.cudaType, UInt64(k), UInt64(n), Int64(k)), "layout W")
             try lt.check(lt.cublasLtMatrixLayoutCreate(&layouts[1], inputType.cudaType, UInt64(k), UInt64(m), Int64(k)), "layout X")
-            try lt.check(lt.cublasLtMatrixLayoutCreate(&layouts[2], 14, UInt64(n), UInt64(m), Int64(n)), "layout Y")
+            try lt.check(lt.cublasLtMatrixLayoutCreate(&layouts[2], float32Output ? 0 : 14, UInt64(n), UInt64(m), Int64(n)), "layout Y")
             var preference: OpaquePointer?
             try lt.check(lt.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
             defer { _ = lt.cublasLtMatmulPreferenceDestroy(preference) }

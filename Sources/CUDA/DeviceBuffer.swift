@@ -6,10 +6,14 @@ public final class DeviceBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
     public let pointer: DevicePointer
     public var byteCount: Int { count * MemoryLayout<Element>.stride }
 
+    /// The buffer this one views (kept alive by the view); nil when this buffer owns its memory.
+    private let owner: AnyObject?
+
     init(context: CUDAContext, count: Int) throws {
         guard count >= 0 else { throw CUDAError.invalidArgument("cannot allocate \(count) elements") }
         self.context = context
         self.count = count
+        owner = nil
         try context.bind()
         var address: DevicePointer = 0
         // cuMemAlloc rejects 0 bytes; an empty buffer gets a 1-byte allocation it never uses.
@@ -18,7 +22,25 @@ public final class DeviceBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
         pointer = address
     }
 
+    private init(viewing owner: DeviceBuffer<Element>, from start: Int, count: Int) {
+        context = owner.context
+        self.count = count
+        pointer = owner.pointer(at: start)
+        self.owner = owner
+    }
+
+    /// Elements `start ..< start + count` of this buffer, as a buffer that shares its memory (and
+    /// keeps it alive): e.g. the rows of one step in scratch sized for the largest step.
+    public func slice(_ start: Int, count: Int) -> DeviceBuffer<Element> {
+        precondition(start >= 0 && count >= 0 && start + count <= self.count, "DeviceBuffer.slice out of range")
+        return DeviceBuffer(viewing: self, from: start, count: count)
+    }
+
+    /// The first `count` elements, as a view (see `slice`).
+    public func prefix(_ count: Int) -> DeviceBuffer<Element> { slice(0, count: count) }
+
     deinit {
+        guard owner == nil else { return }
         // Errors cannot propagate from deinit; a failed free here means the context is gone.
         _ = context.api.cuCtxSetCurrent(context.handle)
         _ = context.api.cuMemFree(pointer)
@@ -97,10 +119,14 @@ public final class PinnedBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
     public let count: Int
     public let baseAddress: UnsafeMutablePointer<Element>
 
+    /// The buffer this one views (kept alive by the view); nil when this buffer owns its memory.
+    private let owner: AnyObject?
+
     init(context: CUDAContext, count: Int) throws {
         guard count >= 0 else { throw CUDAError.invalidArgument("cannot allocate \(count) elements") }
         self.context = context
         self.count = count
+        owner = nil
         try context.bind()
         var raw: UnsafeMutableRawPointer?
         let bytes = max(count * MemoryLayout<Element>.stride, 1)

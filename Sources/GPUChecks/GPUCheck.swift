@@ -8,12 +8,19 @@ public struct GPUCheckEnvironment {
     public let library: KernelLibrary
     public let stream: CUDAStream
     public var random: SplitMix64
+    /// Where cuBLASLt is looked up (checks of the model runner, whose LM head uses it).
+    public let librarySearch: LibrarySearch
+    /// A GGUF model for the checks on a real model (skipped when nil).
+    public let modelPath: String?
     public var context: CUDAContext { library.context }
 
-    public init(library: KernelLibrary, stream: CUDAStream, seed: UInt64) {
+    public init(library: KernelLibrary, stream: CUDAStream, seed: UInt64, librarySearch: LibrarySearch = LibrarySearch(),
+                modelPath: String? = nil) {
         self.library = library
         self.stream = stream
         self.random = SplitMix64(seed: seed)
+        self.librarySearch = librarySearch
+        self.modelPath = modelPath
     }
 }
 
@@ -36,7 +43,7 @@ public struct GPUCheck: Sendable {
 
     /// Every check, in a fixed order.
     public static let all: [GPUCheck] = DriverChecks.all + CopyChecks.all + Int8GemmChecks.all + W4AxGemmChecks.all + FMPQQuantizeChecks.all
-        + DecodeAttentionChecks.all + RoPEKVWriteChecks.all
+        + DecodeAttentionChecks.all + RoPEKVWriteChecks.all + LayerOpsChecks.all + GPURunnerChecks.all
 
     /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
     /// Prints `PASS`/`FAIL` lines through `log`, and returns the counts.

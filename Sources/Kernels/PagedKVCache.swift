@@ -35,5 +35,9 @@ public struct PagedKVCache: Sendable {
     }
 
     /// Bytes of K and V together that one token of one KV head occupies.
-    public var bytesPerTokenHead: Int { format == .kv4 ? 2 * (headDim / 2 + 4) : 2 * headDim * 2 }
+    public var bytesPerTokenHead: Int { Self.bytesPerTokenHead(format: format, headDim: headDim) }
+
+    public static func bytesPerTokenHead(format: Format, headDim: Int) -> Int {
+        format == .kv4 ? 2 * (headDim / 2 + 4) : 2 * headDim * 2
+    }
 }

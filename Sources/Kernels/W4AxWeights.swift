@@ -24,6 +24,18 @@ public struct W4AxWeights: Sendable {
         try scales.copy(from: tiledScales)
     }
 
+    /// Weights already in the kernel's layout on the device (synthetic models made on the GPU).
+    public init(layout: FMPQLayout, outputs: Int, packed: DeviceBuffer<UInt8>, scales: DeviceBuffer<Float16>) throws {
+        let tiles = (outputs + 15) / 16
+        guard outputs > 0, packed.count == tiles * 16 * layout.paddedChannels / 2, scales.count == tiles * 16 * layout.blockCount else {
+            throw QuantError.shapeMismatch("W4Ax weights of \(packed.count) bytes and \(scales.count) scales for \(outputs) x \(layout.paddedChannels)")
+        }
+        self.layout = layout
+        self.outputs = outputs
+        self.packed = packed
+        self.scales = scales
+    }
+
     /// The scales in the kernel's tile layout [k_block][n_tile][16 rows], zero past N.
     public static func packScales(_ weights: Int4Weights) -> [Float16] {
         let tiles = (weights.outputs + 15) / 16, blocks = weights.layout.blockCount
@@ -92,6 +104,33 @@ public struct W4AxActivations: Sendable {
         int4 = try context.allocate(UInt8.self, count: tokens * layout.int4Channels / 2)
         int8 = try context.allocate(Int8.self, count: tokens * layout.int8Channels)
         scales = try context.allocate(Float.self, count: tokens * layout.blockCount)
+    }
+
+    /// Activations over existing buffers of exactly `tokens` rows of `layout` (scratch shared by
+    /// linears of different layouts: views made with `DeviceBuffer.prefix`).
+    public init(layout: FMPQLayout, tokens: Int, int4: DeviceBuffer<UInt8>, int8: DeviceBuffer<Int8>, scales: DeviceBuffer<Float>) throws {
+        guard int4.count == tokens * layout.int4Channels / 2, int8.count == tokens * layout.int8Channels,
+              scales.count == tokens * layout.blockCount
+        else {
+            throw QuantError.shapeMismatch("activation buffers \(int4.count)/\(int8.count)/\(scales.count) for \(tokens) tokens of \(layout)")
+        }
+        self.init(unchecked: layout, tokens: tokens, int4: int4, int8: int8, scales: scales)
+    }
+
+    private init(unchecked layout: FMPQLayout, tokens: Int, int4: DeviceBuffer<UInt8>, int8: DeviceBuffer<Int8>, scales: DeviceBuffer<Float>) {
+        self.layout = layout
+        self.tokens = tokens
+        self.int4 = int4
+        self.int8 = int8
+        self.scales = scales
+    }
+
+    /// The first `tokens` rows, sharing this buffer's memory (scratch sized for the largest step).
+    public func prefix(tokens: Int) -> W4AxActivations {
+        precondition(tokens <= self.tokens, "W4AxActivations.prefix beyond its rows")
+        return W4AxActivations(
+            unchecked: layout, tokens: tokens, int4: int4.prefix(tokens * layout.int4Channels / 2),
+            int8: int8.prefix(tokens * layout.int8Channels), scales: scales.prefix(tokens * layout.blockCount))
     }
 
     /// The contents, downloaded (after all work on the legacy default stream).

@@ -2,11 +2,12 @@ import ArgumentParser
 import Benchmarks
 import CUDA
 import FoundationEssentials
+import Model
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self, Gemm.self, Attention.self])
+        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
@@ -156,6 +157,63 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(AttentionBenchmark.table(rows, device: library.context.device.name))
+                return rows
+            }
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Whole decode steps of a synthetic Llama-3 model: W4AxKV4 against our bf16 runner (cuBLASLt GEMMs, bf16 KV).")
+
+        @Option(help: "Synthetic model shape: llama3-8b or llama3-70b.")
+        var synthetic = "llama3-8b"
+
+        @Option(help: "Comma-separated batch sizes (sequences per step).")
+        var batch = "1,16,64,256"
+
+        @Option(help: "Context length each sequence decodes at.")
+        var length = 1024
+
+        @Option(help: "Timed steps per batch size.")
+        var steps = 16
+
+        @Flag(help: "Time W4AxKV4 only (no bf16 baseline).")
+        var noBaseline = false
+
+        @Option(help: "Also write the rows as JSON to this file.")
+        var json: String?
+
+        @OptionGroup var gpu: GPUOptions
+
+        var batches: [Int] { batch.split(separator: ",").compactMap { Int($0) } }
+
+        var config: ModelConfig? {
+            switch synthetic {
+            case "llama3-8b": .llama3_8B
+            case "llama3-70b": .llama3_70B
+            default: nil
+            }
+        }
+
+        func validate() throws {
+            guard config != nil else { throw ValidationError("--synthetic is llama3-8b or llama3-70b") }
+            guard !batches.isEmpty, batches.allSatisfy({ (1...1024).contains($0) }), batches.count == batch.split(separator: ",").count
+            else { throw ValidationError("--batch takes batch sizes from 1 to 1024, e.g. 1,16") }
+            guard length > 0, length + steps + 8 <= config!.contextLength else {
+                throw ValidationError("--length must leave room for the steps within the model's \(config!.contextLength) positions")
+            }
+            guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        }
+
+        func run() throws {
+            try Bench.report(json: json) {
+                let library = try gpu.makeLibrary()
+                let bench = DecodeBenchmark(library: library, blas: try CuBLASLt.load(search: gpu.librarySearch))
+                let rows = try bench.run(model: synthetic, config: config!, batches: batches, length: length, steps: steps,
+                                         baseline: !noBaseline) { print($0) }
+                print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + fp32 logits to the host")
+                print(DecodeBenchmark.table(rows))
                 return rows
             }
         }

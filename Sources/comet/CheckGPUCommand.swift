@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import GPUChecks
 
 struct CheckGPU: ParsableCommand {
@@ -13,6 +14,9 @@ struct CheckGPU: ParsableCommand {
     @Option(help: "Run only checks whose name contains this text.")
     var filter: String?
 
+    @Option(help: "GGUF model for the checks on a real model (default: the default model, when it is present).")
+    var model: String?
+
     @OptionGroup var gpu: GPUOptions
 
     func run() throws {
@@ -24,7 +28,10 @@ struct CheckGPU: ParsableCommand {
             let library = try gpu.makeLibrary()
             let device = library.context.device
             print("GPU \(gpu.device): \(device.name) (\(library.arch)), seed \(seed)")
-            environment = GPUCheckEnvironment(library: library, stream: try library.context.makeStream(), seed: seed)
+            let modelPath = model ?? DefaultModel.path()
+            environment = GPUCheckEnvironment(
+                library: library, stream: try library.context.makeStream(), seed: seed, librarySearch: gpu.librarySearch,
+                modelPath: access(modelPath, R_OK) == 0 ? modelPath : nil)
         } catch {
             print("0 passed, \(checks.count) failed")
             throw fail("cannot run GPU checks: \(error)")

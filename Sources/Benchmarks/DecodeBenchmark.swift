@@ -1,0 +1,95 @@
+import CUDA
+import Engine
+import GPUBackend
+import Kernels
+import Model
+
+/// `comet bench decode`: whole decode steps of a synthetic model (DESIGN.md §4: a real shape,
+/// random weights made on the GPU) at batch B and context L, W4AxKV4 against our bf16 baseline
+/// (the same runner with cuBLASLt bf16 GEMMs and a bf16 KV cache), in the same run.
+///
+/// A step is what the engine's runner does: upload ids/positions/block tables, every layer, the LM
+/// head and the fp32 logits back on the host; wall-clock time per step, after warm-up.
+public struct DecodeBenchmark {
+    public struct Row: Sendable, Codable {
+        public let model: String, batch: Int, length: Int
+        /// Milliseconds per decode step.
+        public let w4axKV4: Double, bf16: Double?
+        public var w4axTokensPerSecond: Double { Double(batch) / w4axKV4 * 1000 }
+        public var bf16TokensPerSecond: Double? { bf16.map { Double(batch) / $0 * 1000 } }
+        public var speedup: Double? { bf16.map { $0 / w4axKV4 } }
+    }
+
+    public let library: KernelLibrary
+    public let blas: CuBLASLt
+
+    public init(library: KernelLibrary, blas: CuBLASLt) {
+        self.library = library
+        self.blas = blas
+    }
+
+    /// Times `steps` decode steps for each batch size, for W4AxKV4 and (unless `baseline` is false) bf16.
+    public func run(model name: String, config: ModelConfig, batches: [Int], length: Int, steps: Int = 16, baseline: Bool = true,
+                    log: (String) -> Void = { _ in }) throws -> [Row] {
+        var times: [Bool: [Double]] = [:]
+        for quantized in baseline ? [true, false] : [true] {
+            log("building \(name) \(quantized ? "W4AxKV4" : "bf16") weights")
+            times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps)
+        }
+        return batches.indices.map { i in
+            Row(model: name, batch: batches[i], length: length, w4axKV4: times[true]![i], bf16: times[false]?[i])
+        }
+    }
+
+    private func time(config: ModelConfig, quantized: Bool, batches: [Int], length: Int, steps: Int) throws -> [Double] {
+        let context = library.context
+        let weights = try GPUModelWeights.synthetic(config: config, quantized: quantized, seed: 1, context: context)
+        let maxBatch = batches.max()!, blockSize = 16
+        let positions = length + steps + 4
+        let blocksPerSequence = (positions + blockSize - 1) / blockSize
+        let runner = try GPUModelRunner(
+            weights: weights,
+            options: GPURunnerOptions(kvBlockSize: blockSize, kvBlocks: maxBatch * blocksPerSequence, maxStepTokens: maxBatch,
+                                      maxStepSequences: maxBatch, contextLength: positions),
+            library: library, blas: blas)
+        // The cache's contents do not change the speed; fill it with small finite values.
+        try runner.fillKVCache(byte: 0x3C)
+        var logits: [Float] = []
+        return try batches.map { batch in
+            let tables = (0..<batch).map { i in (0..<blocksPerSequence).map { Int32(i * blocksPerSequence + $0) } }
+            func step(_ s: Int) throws {
+                let sequences = (0..<batch).map { i in
+                    StepSequence(tokens: [Int32((i * 7919 + s) % config.vocabularySize)], firstPosition: length + s,
+                                 blockTable: tables[i], needsLogits: true)
+                }
+                try runner.execute(sequences, logits: &logits)
+            }
+            for s in 0..<3 { try step(s) }
+            let start = ContinuousClock.now
+            for s in 0..<steps { try step(3 + s) }
+            let elapsed = ContinuousClock.now - start
+            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            return ms / Double(steps)
+        }
+    }
+
+    public static func table(_ rows: [Row]) -> String {
+        func f(_ x: Double?, _ digits: Int = 2) -> String {
+            guard let x else { return "-" }
+            var scale = 1.0
+            for _ in 0..<digits { scale *= 10 }
+            return "\((x * scale).rounded() / scale)"
+        }
+        var lines = ["model      B     L   W4AxKV4 ms  tok/s      bf16 ms  tok/s      speedup"]
+        for r in rows {
+            lines.append([r.model.padding(10), "\(r.batch)".padding(5), "\(r.length)".padding(5), f(r.w4axKV4, 3).padding(11),
+                          f(r.w4axTokensPerSecond, 0).padding(10), f(r.bf16, 3).padding(8), f(r.bf16TokensPerSecond, 0).padding(10),
+                          f(r.speedup) + "x"].joined(separator: " "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+private extension String {
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+}

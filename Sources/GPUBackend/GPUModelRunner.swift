@@ -1,0 +1,379 @@
+import CPUBackend
+import CUDA
+import Engine
+import Kernels
+import Model
+import Quant
+
+/// Sizes of a `GPUModelRunner`: the KV cache and the largest step.
+public struct GPURunnerOptions: Sendable, Equatable {
+    /// Tokens per KV block (page).
+    public var kvBlockSize = 16
+    /// KV blocks; nil sizes the cache from the memory left after weights and scratch.
+    public var kvBlocks: Int?
+    /// Share of the free device memory the KV cache may take when `kvBlocks` is nil.
+    public var memoryFraction = 0.9
+    /// The most tokens one step runs (prefill chunks and decode tokens together).
+    public var maxStepTokens = 2048
+    /// The most sequences one step runs.
+    public var maxStepSequences = 256
+    /// Positions per sequence; nil takes the model's context length.
+    public var contextLength: Int?
+
+    public init(kvBlockSize: Int = 16, kvBlocks: Int? = nil, memoryFraction: Double = 0.9, maxStepTokens: Int = 2048,
+                maxStepSequences: Int = 256, contextLength: Int? = nil) {
+        self.kvBlockSize = kvBlockSize
+        self.kvBlocks = kvBlocks
+        self.memoryFraction = memoryFraction
+        self.maxStepTokens = maxStepTokens
+        self.maxStepSequences = maxStepSequences
+        self.contextLength = contextLength
+    }
+}
+
+/// Runs a llama-architecture model on one GPU for the engine: FMPQ W4Ax linears (or bf16 ones,
+/// the baseline) and a paged KV4 (or bf16) cache.
+///
+/// One step, all sequences together (tokens of every sequence are rows of one batch):
+///
+///     x = embed(ids)                                               x: [T, dim] bf16
+///     per layer:  qkv = W4Ax(quant(perm(rmsnorm(x))))              fused norm + permute + quantize
+///                 q, cache[slots] = rope(qkv)                      K/V quantized to KV4 on write
+///                 x += Wo · attention(q, cache)                    causal over each sequence's blocks
+///                 x += Wdown · quant(perm(swiglu(Wgu · quant(perm(rmsnorm(x))))))
+///     logits = lm_head(rmsnorm(x[last token of each sequence]))    fp32 on the host
+///
+/// NOTES: prefill attention reuses the decode kernel with one query row per token, each with its
+/// own causal length (position + 1) over its sequence's block table; this is exact and attends to
+/// cached prefixes for free, but re-reads the prefix's KV for each query token (a tensor-core flash
+/// prefill kernel is the planned replacement).
+public final class GPUModelRunner: ModelRunner {
+    public let config: ModelConfig
+    public let kvBlockSize: Int
+    public let kvBlockCount: Int
+    public let maxStepTokens: Int
+    public let maxStepSequences: Int
+    public let contextLength: Int
+    public let weights: GPUModelWeights
+    public let context: CUDAContext
+    let stream: CUDAStream
+
+    /// One paged cache per layer.
+    let caches: [PagedKVCache]
+    /// Block-table width: the blocks of the longest sequence.
+    let maxBlocksPerSequence: Int
+
+    let quantize: FMPQQuantize, gemm: W4AxGemm, rope: RoPEKVWrite, attention: DecodeAttentionKernel, ops: LayerOps
+    let blas: CuBLASLt
+    let blasWorkspace: DeviceBuffer<UInt8>
+    /// cuBLASLt plans by (m, n, k, fp32 output): bf16 linears and the LM head.
+    private var plans: [[Int]: CuBLASLt.Matmul] = [:]
+
+    /// [contextLength, headDim / 2] fp32 RoPE tables.
+    let cosTable: DeviceBuffer<Float>, sinTable: DeviceBuffer<Float>
+    let scratch: Scratch
+    /// Query rows per attention launch (bounds the split-K workspace).
+    static let attentionRowsPerLaunch = 256
+
+    /// Host staging of a step's integer inputs, uploaded with one copy; see `stage`.
+    let staging: PinnedBuffer<Int32>
+    let stagingDevice: DeviceBuffer<Int32>
+    let logitsHost: PinnedBuffer<Float>
+    /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
+    private var tokenLengths: [Int32] = []
+
+    public init(weights: GPUModelWeights, options: GPURunnerOptions = GPURunnerOptions(), library: KernelLibrary, blas: CuBLASLt) throws {
+        let config = weights.config
+        self.config = config
+        self.weights = weights
+        context = library.context
+        stream = try context.makeStream()
+        contextLength = min(options.contextLength ?? config.contextLength, config.contextLength)
+        guard options.kvBlockSize > 0, options.maxStepTokens > 0, options.maxStepSequences > 0, contextLength > 0 else {
+            throw GPUBackendError.unsupported("runner options \(options)")
+        }
+        kvBlockSize = options.kvBlockSize
+        maxStepTokens = options.maxStepTokens
+        maxStepSequences = min(options.maxStepSequences, options.maxStepTokens)
+        maxBlocksPerSequence = (contextLength + kvBlockSize - 1) / kvBlockSize
+
+        quantize = try FMPQQuantize(library: library)
+        gemm = try W4AxGemm(library: library)
+        rope = try RoPEKVWrite(library: library)
+        attention = try DecodeAttentionKernel(library: library)
+        ops = try LayerOps(library: library)
+        self.blas = blas
+        blasWorkspace = try context.allocate(UInt8.self, count: CuBLASLt.Matmul.workspaceBytes)
+
+        let rotary = try RotaryEmbedding(config: config, frequencyFactors: weights.ropeFrequencyFactors)
+        let half = config.headDim / 2, positions = contextLength
+        var cosHost = [Float](repeating: 0, count: positions * half), sinHost = cosHost
+        cosHost.withUnsafeMutableBufferPointer { c in
+            sinHost.withUnsafeMutableBufferPointer { s in
+                rotary.fillTables(firstPosition: 0, tokens: positions, cos: c.baseAddress!, sin: s.baseAddress!)
+            }
+        }
+        cosTable = try context.allocate(Float.self, count: cosHost.count)
+        sinTable = try context.allocate(Float.self, count: sinHost.count)
+        try cosTable.copy(from: cosHost)
+        try sinTable.copy(from: sinHost)
+
+        scratch = try Scratch(weights: weights, tokens: maxStepTokens, sequences: maxStepSequences, contextLength: contextLength,
+                              context: context)
+        let stagingCount = 5 * maxStepTokens + maxStepTokens * maxBlocksPerSequence
+        staging = try context.allocatePinned(Int32.self, count: stagingCount)
+        stagingDevice = try context.allocate(Int32.self, count: stagingCount)
+        logitsHost = try context.allocatePinned(Float.self, count: maxStepSequences * config.vocabularySize)
+
+        // The KV cache takes what is left.
+        let bytesPerBlock = config.layerCount * config.kvHeadCount * kvBlockSize
+            * PagedKVCache.bytesPerTokenHead(format: weights.kvFormat, headDim: config.headDim)
+        if let blocks = options.kvBlocks {
+            kvBlockCount = blocks
+        } else {
+            let free = try context.memoryInfo().free
+            kvBlockCount = Int(Double(free) * options.memoryFraction) / bytesPerBlock
+        }
+        guard kvBlockCount > 0 else {
+            throw GPUBackendError.outOfMemory("no room for a KV block of \(bytesPerBlock) bytes after \(weights.bytes >> 20) MiB of weights")
+        }
+        let (format, pages, pageSize, context) = (weights.kvFormat, kvBlockCount, kvBlockSize, context)
+        caches = try (0..<config.layerCount).map { _ in
+            try PagedKVCache(format: format, pages: pages, pageSize: pageSize, kvHeads: config.kvHeadCount,
+                             headDim: config.headDim, context: context)
+        }
+    }
+
+    /// Sets every byte of the KV cache to `byte` (benchmarks: decode at a context length without
+    /// running its prefill; the values never change the speed).
+    public func fillKVCache(byte: UInt8) throws {
+        for cache in caches {
+            for buffer in [cache.k, cache.v] { try buffer.fill(byte: byte, on: stream) }
+            for params in [cache.kParams, cache.vParams] { try params.fill(byte: byte, on: stream) }
+        }
+        try stream.synchronize()
+    }
+
+    // MARK: - A step
+
+    public func execute(_ step: [StepSequence], logits: inout [Float]) throws {
+        let (tokens, logitRows) = try stage(step)
+        let c = config, s = scratch
+        let qDim = c.headCount * c.headDim, qkvDim = qDim + 2 * c.kvHeadCount * c.headDim
+        let eps = Float(c.rmsNormEpsilon)
+        let ids = stagingDevice.slice(0, count: tokens)
+        let positions = stagingDevice.slice(tokens, count: tokens)
+        let slots = stagingDevice.slice(2 * tokens, count: tokens)
+        let lengths = stagingDevice.slice(3 * tokens, count: tokens)
+        let rows = stagingDevice.slice(4 * tokens, count: logitRows)
+        let tables = stagingDevice.slice(4 * tokens + logitRows, count: tokens * maxBlocksPerSequence)
+
+        let x = s.residual.prefix(tokens * c.dim), projected = s.projected.prefix(tokens * c.dim)
+        let qkv = s.qkv.prefix(tokens * qkvDim), q = s.q.prefix(tokens * qDim), attended = s.attended.prefix(tokens * qDim)
+        let gateUp = s.gateUp.prefix(tokens * 2 * c.ffnDim)
+
+        try ops.embeddingGather(table: weights.embedding, ids: ids, dim: c.dim, into: x, on: stream)
+        for (l, layer) in weights.layers.enumerated() {
+            try linear(layer.qkv, .rmsNorm(x, layer.attentionNorm, eps), tokens: tokens, into: qkv)
+            if let bias = layer.qkvBias { try ops.biasAdd(qkv, bias: bias, on: stream) }
+            try rope(qkv: qkv, positions: positions, slots: slots, cos: cosTable, sin: sinTable,
+                     adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, cache: caches[l], qOut: q, on: stream)
+            try attend(q, cache: caches[l], tables: tables, lengths: lengths, tokens: tokens, into: attended)
+            try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)
+            try ops.residualAdd(x, projected, on: stream)
+            try linear(layer.gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
+            try linear(layer.down, .swiGLU(gateUp), tokens: tokens, into: projected)
+            try ops.residualAdd(x, projected, on: stream)
+        }
+
+        let vocab = c.vocabularySize
+        guard logitRows > 0 else {
+            try stream.synchronize()
+            return
+        }
+        let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * vocab)
+        try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
+        try plan(m: logitRows, n: vocab, k: c.dim, float32Output: true)
+            .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)
+        try context.copy(bytes: out.byteCount, from: out.pointer, toHost: UnsafeMutableRawPointer(logitsHost.baseAddress), on: stream)
+        try stream.synchronize()
+        if logits.count != logitRows * vocab { logits = [Float](repeating: 0, count: logitRows * vocab) }
+        logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logitsHost.baseAddress, count: logitRows * vocab) }
+    }
+
+    /// Checks the step and writes its integer inputs into `staging`, then uploads them:
+    /// [ids T][positions T][slots T][causal lengths T][logit rows S][block tables T x maxBlocks].
+    /// Returns T and S (the rows that need logits).
+    private func stage(_ step: [StepSequence]) throws -> (tokens: Int, logitRows: Int) {
+        guard !step.isEmpty, step.count <= maxStepSequences else {
+            throw GPUBackendError.badStep("\(step.count) sequences (1 to \(maxStepSequences))")
+        }
+        let tokens = step.reduce(0) { $0 + $1.tokens.count }
+        guard tokens <= maxStepTokens else { throw GPUBackendError.badStep("\(tokens) tokens, over the step limit \(maxStepTokens)") }
+        let logitRows = step.reduce(0) { $0 + ($1.needsLogits ? 1 : 0) }
+        let width = maxBlocksPerSequence, vocab = Int32(config.vocabularySize)
+        let p = staging.baseAddress
+        let tables = p + 4 * tokens + logitRows
+        if tokenLengths.count < tokens { tokenLengths = [Int32](repeating: 0, count: maxStepTokens) }
+        var t = 0, row = 0
+        for sequence in step {
+            let n = sequence.tokens.count, first = sequence.firstPosition
+            guard n > 0, first >= 0, first + n <= contextLength else {
+                throw GPUBackendError.badStep("\(n) tokens at position \(first) (context \(contextLength))")
+            }
+            let blocksNeeded = (first + n + kvBlockSize - 1) / kvBlockSize
+            guard sequence.blockTable.count >= blocksNeeded, sequence.blockTable.count <= width else {
+                throw GPUBackendError.badStep("a block table of \(sequence.blockTable.count) blocks for \(first + n) positions")
+            }
+            for block in sequence.blockTable.prefix(blocksNeeded) where block < 0 || Int(block) >= kvBlockCount {
+                throw GPUBackendError.badStep("KV block \(block) is not in 0..<\(kvBlockCount)")
+            }
+            let tableStart = t
+            for (i, id) in sequence.tokens.enumerated() {
+                guard id >= 0, id < vocab else { throw GPUBackendError.badStep("token id \(id) is not in 0..<\(vocab)") }
+                let position = first + i
+                p[t] = id
+                p[tokens + t] = Int32(position)
+                p[2 * tokens + t] = sequence.blockTable[position / kvBlockSize] * Int32(kvBlockSize) + Int32(position % kvBlockSize)
+                p[3 * tokens + t] = Int32(position + 1)
+                tokenLengths[t] = Int32(position + 1)
+                // Every token of the sequence reads the same table (padding entries are never read).
+                let rowBase = tables + t * width
+                if t == tableStart {
+                    sequence.blockTable.withUnsafeBufferPointer { rowBase.update(from: $0.baseAddress!, count: $0.count) }
+                    (rowBase + sequence.blockTable.count).update(repeating: 0, count: width - sequence.blockTable.count)
+                } else {
+                    rowBase.update(from: tables + tableStart * width, count: width)
+                }
+                t += 1
+            }
+            if sequence.needsLogits {
+                p[4 * tokens + row] = Int32(t - 1)
+                row += 1
+            }
+        }
+        let count = 4 * tokens + logitRows + tokens * width
+        try context.copy(bytes: count * 4, fromHost: UnsafeRawPointer(p), to: stagingDevice.pointer, on: stream)
+        return (tokens, logitRows)
+    }
+
+    /// Causal attention of each token's query over its sequence's cached positions 0...position,
+    /// in launches of at most `attentionRowsPerLaunch` query rows.
+    private func attend(
+        _ q: DeviceBuffer<BFloat16>, cache: PagedKVCache, tables: DeviceBuffer<Int32>, lengths: DeviceBuffer<Int32>,
+        tokens: Int, into out: DeviceBuffer<BFloat16>
+    ) throws {
+        let c = config, qDim = c.headCount * c.headDim, width = maxBlocksPerSequence
+        var start = 0
+        while start < tokens {
+            let n = min(Self.attentionRowsPerLaunch, tokens - start)
+            var longest: Int32 = 1
+            for i in start..<(start + n) { longest = max(longest, tokenLengths[i]) }
+            try attention(
+                q: q.slice(start * qDim, count: n * qDim), cache: cache, blockTable: tables.slice(start * width, count: n * width),
+                maxPages: width, lengths: lengths.slice(start, count: n), maxLength: Int(longest), qHeads: c.headCount,
+                softmaxScale: 1 / Float(c.headDim).squareRoot(), workspace: scratch.attentionWorkspace,
+                into: out.slice(start * qDim, count: n * qDim), on: stream)
+            start += n
+        }
+    }
+
+    /// What feeds a linear: the FMPQ kernels fuse it with the permutation and quantization.
+    enum LinearInput {
+        case rmsNorm(DeviceBuffer<BFloat16>, DeviceBuffer<Float>, Float)
+        case swiGLU(DeviceBuffer<BFloat16>)
+        case plain(DeviceBuffer<BFloat16>)
+    }
+
+    private func linear(_ linear: GPULinear, _ input: LinearInput, tokens: Int, into y: DeviceBuffer<BFloat16>) throws {
+        let s = scratch
+        switch linear {
+        case let .w4ax(w, permutation):
+            let layout = w.layout
+            let a = try W4AxActivations(
+                layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
+                int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
+            switch input {
+            case let .rmsNorm(x, gamma, eps): try quantize.rmsNorm(x, gamma: gamma, eps: eps, permutation: permutation, into: a, on: stream)
+            case let .swiGLU(gateUp): try quantize.swiGLU(gateUp, permutation: permutation, into: a, on: stream)
+            case let .plain(x): try quantize.permuted(x, permutation: permutation, into: a, on: stream)
+            }
+            try gemm(a, w, into: y, on: stream)
+        case let .bf16(w, outputs, inputs):
+            let x: DeviceBuffer<BFloat16>
+            switch input {
+            case let .rmsNorm(residual, gamma, eps):
+                x = s.normed.prefix(tokens * inputs)
+                try ops.rmsNorm(residual, rows: s.identityRows.prefix(tokens), gamma: gamma, eps: eps, into: x, on: stream)
+            case let .swiGLU(gateUp):
+                x = s.hidden.prefix(tokens * inputs)
+                try ops.swiGLU(gateUp, hidden: inputs, into: x, on: stream)
+            case let .plain(input): x = input
+            }
+            try plan(m: tokens, n: outputs, k: inputs, float32Output: false)
+                .run(algorithm: 0, x: x.pointer, w: w.pointer, y: y.pointer, workspace: blasWorkspace.pointer, on: stream)
+        }
+    }
+
+    private func plan(m: Int, n: Int, k: Int, float32Output: Bool) throws -> CuBLASLt.Matmul {
+        let key = [m, n, k, float32Output ? 1 : 0]
+        if let plan = plans[key] { return plan }
+        let plan = try CuBLASLt.Matmul(blas, m: m, n: n, k: k, inputType: .bf16, float32Output: float32Output)
+        plans[key] = plan
+        return plan
+    }
+}
+
+/// The activations of the largest step, allocated once.
+struct Scratch {
+    /// [T, dim] the residual stream.
+    let residual: DeviceBuffer<BFloat16>
+    /// [T, dim] o and down outputs before the residual add.
+    let projected: DeviceBuffer<BFloat16>
+    /// [T, (heads + 2 kvHeads) * headDim]
+    let qkv: DeviceBuffer<BFloat16>
+    /// [T, heads * headDim] rotated queries, and attention outputs.
+    let q: DeviceBuffer<BFloat16>, attended: DeviceBuffer<BFloat16>
+    /// [T, 2 ffn]
+    let gateUp: DeviceBuffer<BFloat16>
+    /// FMPQ activations of any linear: int4 [T, K/2], int8 [T, K], scales [T, K / 128 blocks]
+    /// for the widest input.
+    let int4: DeviceBuffer<UInt8>, int8: DeviceBuffer<Int8>, blockScales: DeviceBuffer<Float>
+    /// bf16 linears' inputs: [T, max(dim, heads*headDim)] normed, [T, ffn] SwiGLU.
+    let normed: DeviceBuffer<BFloat16>, hidden: DeviceBuffer<BFloat16>
+    /// 0, 1, ..., T - 1 (RMSNorm of every row).
+    let identityRows: DeviceBuffer<Int32>
+    /// [S, dim] LM head input; [S, vocab] fp32 logits.
+    let headInput: DeviceBuffer<BFloat16>, logits: DeviceBuffer<Float>
+    let attentionWorkspace: DeviceBuffer<Float>
+
+    init(weights: GPUModelWeights, tokens t: Int, sequences: Int, contextLength: Int, context: CUDAContext) throws {
+        let c = weights.config
+        let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
+        residual = try context.allocate(BFloat16.self, count: t * c.dim)
+        projected = try context.allocate(BFloat16.self, count: t * c.dim)
+        qkv = try context.allocate(BFloat16.self, count: t * (qDim + 2 * kvDim))
+        q = try context.allocate(BFloat16.self, count: t * qDim)
+        attended = try context.allocate(BFloat16.self, count: t * qDim)
+        gateUp = try context.allocate(BFloat16.self, count: t * 2 * c.ffnDim)
+        let widest = max(c.dim, qDim, c.ffnDim)
+        let padded = (widest + 63) / 64 * 64  // block size 64 or 128: both pad at most to this
+        let paddedAny = (widest + 127) / 128 * 128
+        int4 = try context.allocate(UInt8.self, count: t * max(padded, paddedAny) / 2)
+        int8 = try context.allocate(Int8.self, count: t * max(padded, paddedAny))
+        blockScales = try context.allocate(Float.self, count: t * (widest + 63) / 64)
+        if weights.isQuantized {
+            normed = try context.allocate(BFloat16.self, count: 1)
+            hidden = try context.allocate(BFloat16.self, count: 1)
+        } else {
+            normed = try context.allocate(BFloat16.self, count: t * max(c.dim, qDim))
+            hidden = try context.allocate(BFloat16.self, count: t * c.ffnDim)
+        }
+        identityRows = try context.allocate(Int32.self, count: t)
+        try identityRows.copy(from: (0..<Int32(t)).map { $0 })
+        headInput = try context.allocate(BFloat16.self, count: sequences * c.dim)
+        logits = try context.allocate(Float.self, count: sequences * c.vocabularySize)
+        attentionWorkspace = try context.allocate(Float.self, count: DecodeAttentionKernel.workspaceCount(
+            sequences: min(t, GPUModelRunner.attentionRowsPerLaunch), qHeads: c.headCount, headDim: c.headDim, maxLength: contextLength))
+    }
+}

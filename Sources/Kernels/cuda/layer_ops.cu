@@ -1,0 +1,84 @@
+// The small element-wise and row kernels of a transformer layer that are not fused into the
+// FMPQ quantize kernels: embedding gather, residual add, RMSNorm to bf16 (final norm before
+// the LM head, and every norm of the bf16 baseline), SwiGLU to bf16 (bf16 baseline) and the
+// q/k/v bias (Qwen2). All bf16 in and out, fp32 arithmetic, round-to-nearest on store.
+//
+// Rows are at most a few thousand channels: one block of 256 threads per row, 8 bf16 (16
+// bytes) per vector access; every row length here is a multiple of 8 (the launchers check).
+#include "common.cuh"
+#include <cuda_bf16.h>
+
+constexpr int LAYER_THREADS = 256;
+
+struct alignas(16) BF16x8 { __nv_bfloat162 v[4]; };
+
+// out[t, :] = table[ids[t], :]; table: [vocab, dim].
+extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
+embedding_gather(const __nv_bfloat16* __restrict__ table, const int32_t* __restrict__ ids, int dim,
+                 __nv_bfloat16* __restrict__ out) {
+    const int t = blockIdx.x;
+    const BF16x8* src = reinterpret_cast<const BF16x8*>(table + size_t(ids[t]) * dim);
+    BF16x8* dst = reinterpret_cast<BF16x8*>(out + size_t(t) * dim);
+    for (int i = threadIdx.x; i < dim / 8; i += LAYER_THREADS) dst[i] = src[i];
+}
+
+// x[i] += y[i] for i < n (n a multiple of 8): the residual stream after o and down.
+extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
+residual_add(__nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * LAYER_THREADS + threadIdx.x;
+    if (i >= n / 8) return;
+    BF16x8 a = reinterpret_cast<BF16x8*>(x)[i];
+    const BF16x8 b = reinterpret_cast<const BF16x8*>(y)[i];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const float2 fa = __bfloat1622float2(a.v[j]), fb = __bfloat1622float2(b.v[j]);
+        a.v[j] = __floats2bfloat162_rn(fa.x + fb.x, fa.y + fb.y);
+    }
+    reinterpret_cast<BF16x8*>(x)[i] = a;
+}
+
+// out[r, :] = x[rows[r], :] / rms(x[rows[r], :]) * gamma, rms = sqrt(mean(x^2) + eps).
+// `rows` picks which tokens get normed (the LM head needs only each sequence's last token).
+extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
+rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ rows, const float* __restrict__ gamma,
+             float eps, int dim, __nv_bfloat16* __restrict__ out) {
+    __shared__ float partial[LAYER_THREADS / 32];
+    const int r = blockIdx.x;
+    const __nv_bfloat16* row = x + size_t(rows[r]) * dim;
+    float squares = 0.f;
+    for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
+        const float v = __bfloat162float(row[k]);
+        squares += v * v;
+    }
+    squares = warp_sum(squares);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
+    __syncthreads();
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < LAYER_THREADS / 32; ++w) total += partial[w];
+    const float inverse = 1.f / sqrtf(total / float(dim) + eps);
+    for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
+        out[size_t(r) * dim + k] = __float2bfloat16_rn(__bfloat162float(row[k]) * inverse * gamma[k]);
+    }
+}
+
+// out[t, f] = silu(gu[t, f]) * gu[t, F + f]; gu: [tokens, 2F] (gate, then up).
+extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
+swiglu_rows(const __nv_bfloat16* __restrict__ gu, int F, __nv_bfloat16* __restrict__ out) {
+    const int t = blockIdx.x;
+    for (int f = threadIdx.x; f < F; f += LAYER_THREADS) {
+        const float g = __bfloat162float(gu[size_t(t) * 2 * F + f]);
+        const float u = __bfloat162float(gu[size_t(t) * 2 * F + F + f]);
+        out[size_t(t) * F + f] = __float2bfloat16_rn(g / (1.f + expf(-g)) * u);
+    }
+}
+
+// y[t, j] += bias[j]; y: [tokens, width].
+extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
+bias_add(__nv_bfloat16* __restrict__ y, const float* __restrict__ bias, int width) {
+    const int t = blockIdx.x;
+    for (int j = threadIdx.x; j < width; j += LAYER_THREADS) {
+        __nv_bfloat16* p = y + size_t(t) * width + j;
+        *p = __float2bfloat16_rn(__bfloat162float(*p) + bias[j]);
+    }
+}
