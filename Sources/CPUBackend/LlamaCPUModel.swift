@@ -204,8 +204,11 @@ public final class LlamaCPUModel {
         let group = heads / config.kvHeadCount
         let qDim = heads * headDim, qkvDim = qDim + 2 * config.kvHeadCount * headDim
         let scale = 1 / Float(headDim).squareRoot()
-        let tokenBlocks = min(n, max(1, parallel.chunks(for: n * heads) / heads))
-        let tokensPerBlock = (n + tokenBlocks - 1) / tokenBlocks
+        let wantedBlocks = min(n, max(1, parallel.chunks(for: n * heads) / heads))
+        let tokensPerBlock = (n + wantedBlocks - 1) / wantedBlocks
+        // Recounted from the rounded-up block size, so that no block starts past the last token
+        // (37 tokens in 12 blocks of 4 would leave blocks 10 and 11 empty).
+        let tokenBlocks = (n + tokensPerBlock - 1) / tokensPerBlock
         let rowLength = cache.capacity
         let scores = scratch.scores(tasks: heads * tokenBlocks, rowLength: rowLength)
         let qkv = scratch.qkv.pointer, out = scratch.attention.pointer

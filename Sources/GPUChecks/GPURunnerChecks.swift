@@ -8,6 +8,9 @@ import Kernels
 import Model
 import Quant
 import Sampling
+import Glibc
+
+func trace(_ s: String) { let m = "trace: " + s + "\n"; _ = m.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) } }
 
 /// The GPU model runner against the CPU backend on the same weights, through a scenario of mixed
 /// steps: whole prompts, chunked prefill and decode in one batch, ragged lengths, shuffled
@@ -58,19 +61,24 @@ enum GPURunnerChecks {
     /// Runs the scenario on both sides and compares every logits row.
     static func compare(source: any LlamaWeightSource, quantized: Bool, tolerance: Double, _ env: inout GPUCheckEnvironment) throws -> String {
         let config = source.config
+        trace("cpu model")
         let cpu = try LlamaCPUModel(weights: source, maxBatchTokens: 64)
         let weights: GPUModelWeights
         if quantized {
             let calibrationTokens = (0..<4).map { _ in (0..<48).map { _ in Int32.random(in: 0..<Int32(config.vocabularySize), using: &env.random) } }
+            trace("calibrate")
             let calibration = try Calibrator.calibrate(model: cpu, sequences: calibrationTokens, hessians: false)
             let checkpoint = try ModelQuantizer.quantize(
                 model: cpu, calibration: calibration, settings: QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn)),
                 modelFile: "random", modelFileSHA256: nil, source: CalibrationSource(text: "random tokens"))
+            trace("hooks")
             try QuantizedModelHooks.install(on: cpu, checkpoint: checkpoint, evaluation: QuantizedEvaluation(kv4: true))
+            trace("gpu weights")
             weights = try GPUModelWeights(checkpoint: checkpoint, base: source, context: env.context)
         } else {
             weights = try GPUModelWeights(bf16: source, context: env.context)
         }
+        trace("runner")
         let blas = try CuBLASLt.load(search: env.librarySearch)
         let blockSize = 16, blocks = 64, context = 256
         let runner = try GPUModelRunner(
@@ -100,16 +108,21 @@ enum GPURunnerChecks {
                 sequences.append(StepSequence(tokens: tokens, firstPosition: fed[i], blockTable: tables[i],
                                               needsLogits: fed[i] + n == prompts[i].count))
             }
+            trace("execute \(step)")
             try runner.execute(sequences, logits: &gpuLogits)
+            trace("cpu")
             var row = 0
             for (k, (i, n)) in step.enumerated() {
+                trace("cpu forward \(i) \(sequences[k].tokens.count) at \(fed[i])")
                 try cpu.forward(sequences[k].tokens, at: fed[i], cache: caches[i], logits: &cpuLogits)
+                trace("cpu forward done \(cpuLogits.count) gpu \(gpuLogits.count)")
                 fed[i] += n
                 guard sequences[k].needsLogits else { continue }
                 let vocab = config.vocabularySize
                 let g = Array(gpuLogits[(row * vocab)..<((row + 1) * vocab)])
                 row += 1
                 let stats = compareRow(g, cpuLogits)
+                trace("compared \(stats)")
                 guard stats.finite else { throw CheckFailure("non-finite GPU logits for sequence \(i) at position \(fed[i])") }
                 worst = max(worst, stats.relative)
                 rows += 1

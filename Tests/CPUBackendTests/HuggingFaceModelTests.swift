@@ -29,6 +29,27 @@ import Testing
         #expect(worst <= 1e-4, "worst relative logit error \(worst)", sourceLocation: sourceLocation)
     }
 
+    /// More threads than (head, token) tasks split the chunk into blocks of tokens; the block count
+    /// must be recounted from the rounded-up block size (37 tokens x 4 heads on 16 threads once
+    /// made empty blocks that trapped). Any thread count gives the same logits.
+    @Test func threadCountsGiveTheSameLogits() throws {
+        let folder = try TinyHFModel(seed: 11).write(to: temporaryFolder("threads"))
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let tokens = (0..<37).map { Int32($0 * 7 % 40) }
+        var results: [[Float]] = []
+        for threads in [1, 16, 64] {
+            let model = try LlamaCPUModel(weights: HuggingFaceModel(folder: folder), threads: threads, maxBatchTokens: 64)
+            let cache = model.makeCache(capacity: tokens.count)
+            var logits: [Float] = []
+            try model.forward(tokens, at: 0, cache: cache, logits: &logits, for: .all)
+            results.append(logits)
+        }
+        for other in results.dropFirst() {
+            let worst = zip(results[0], other).map { abs($0 - $1) / max(1, abs($0)) }.max()!
+            #expect(worst <= 1e-6, "threads change logits by \(worst)")
+        }
+    }
+
     @Test(arguments: ["llama", "mistral", "qwen2"])
     func logitsMatchTheReference(modelType: String) throws {
         let tiny = TinyHFModel(modelType: modelType, seed: 7)
