@@ -8,8 +8,9 @@ import Model
 /// random weights made on the GPU) at batch B and context L, W4AxKV4 against our bf16 baseline
 /// (the same runner with cuBLASLt bf16 GEMMs and a bf16 KV cache), in the same run.
 ///
-/// A step is what the engine's runner does: upload ids/positions/block tables, every layer, the LM
-/// head and the fp32 logits back on the host; wall-clock time per step, after warm-up.
+/// A step is what the engine's runner does for greedy requests: upload ids/positions/block tables,
+/// every layer, the LM head, the argmax on the GPU and the token ids back on the host; wall-clock
+/// time per step, after warm-up.
 public struct DecodeBenchmark {
     public struct Row: Sendable, Codable {
         public let model: String, batch: Int, length: Int
@@ -54,7 +55,7 @@ public struct DecodeBenchmark {
             library: library, blas: blas)
         // The cache's contents do not change the speed; fill it with small finite values.
         try runner.fillKVCache(byte: 0x3C)
-        var logits: [Float] = []
+        var tokens: [Int32] = []
         return try batches.map { batch in
             let tables = (0..<batch).map { i in (0..<blocksPerSequence).map { Int32(i * blocksPerSequence + $0) } }
             func step(_ s: Int) throws {
@@ -62,7 +63,7 @@ public struct DecodeBenchmark {
                     StepSequence(tokens: [Int32((i * 7919 + s) % config.vocabularySize)], firstPosition: length + s,
                                  blockTable: tables[i], needsLogits: true)
                 }
-                try runner.execute(sequences, logits: &logits)
+                try runner.executeGreedy(sequences, tokens: &tokens)
             }
             for s in 0..<3 { try step(s) }
             let start = ContinuousClock.now

@@ -1,4 +1,5 @@
 import Model
+import Sampling
 
 // The seam between the engine and a backend (CPU or CUDA). The engine decides which tokens of
 // which sequences run in a step and where their keys and values live (block tables into the
@@ -39,4 +40,19 @@ public protocol ModelRunner: AnyObject {
     /// logits of its last token into `logits` (row i for the i-th such sequence), resizing it when
     /// its count differs.
     func execute(_ step: [StepSequence], logits: inout [Float]) throws
+    /// See the extension's default.
+    func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws
+}
+
+extension ModelRunner {
+    /// Runs one step like `execute(_:logits:)` but returns only the most likely token of each row
+    /// (greedy sampling without log-probabilities or penalties, ties to the smallest id). This
+    /// default computes the logits; a runner that can pick the token where the logits are (the GPU)
+    /// overrides it and skips copying them.
+    public func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws {
+        var logits: [Float] = []
+        try execute(step, logits: &logits)
+        let vocab = config.vocabularySize, rows = vocab > 0 ? logits.count / vocab : 0
+        tokens = (0..<rows).map { Sampler.argmax(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
+    }
 }

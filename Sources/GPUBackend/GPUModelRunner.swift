@@ -79,6 +79,8 @@ public final class GPUModelRunner: ModelRunner {
     let staging: PinnedBuffer<Int32>
     let stagingDevice: DeviceBuffer<Int32>
     let logitsHost: PinnedBuffer<Float>
+    let tokensHost: PinnedBuffer<Int32>
+    let argmax: ArgmaxKernel
     /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
     private var tokenLengths: [Int32] = []
 
@@ -102,6 +104,7 @@ public final class GPUModelRunner: ModelRunner {
         rope = try RoPEKVWrite(library: library)
         attention = try DecodeAttentionKernel(library: library)
         ops = try LayerOps(library: library)
+        argmax = try ArgmaxKernel(library: library)
         self.blas = blas
         blasWorkspace = try context.allocate(UInt8.self, count: CuBLASLt.Matmul.workspaceBytes)
 
@@ -124,6 +127,7 @@ public final class GPUModelRunner: ModelRunner {
         staging = try context.allocatePinned(Int32.self, count: stagingCount)
         stagingDevice = try context.allocate(Int32.self, count: stagingCount)
         logitsHost = try context.allocatePinned(Float.self, count: maxStepSequences * config.vocabularySize)
+        tokensHost = try context.allocatePinned(Int32.self, count: maxStepSequences)
 
         // The KV cache takes what is left.
         let bytesPerBlock = config.layerCount * config.kvHeadCount * kvBlockSize
@@ -157,6 +161,34 @@ public final class GPUModelRunner: ModelRunner {
     // MARK: - A step
 
     public func execute(_ step: [StepSequence], logits: inout [Float]) throws {
+        let rows = try forward(step)
+        let vocab = config.vocabularySize
+        guard rows > 0 else { return try stream.synchronize() }
+        let out = scratch.logits.prefix(rows * vocab)
+        try context.copy(bytes: out.byteCount, from: out.pointer, toHost: UnsafeMutableRawPointer(logitsHost.baseAddress), on: stream)
+        try stream.synchronize()
+        if logits.count != rows * vocab { logits = [Float](repeating: 0, count: rows * vocab) }
+        logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logitsHost.baseAddress, count: rows * vocab) }
+    }
+
+    /// The greedy token of each row, picked on the GPU (`argmax_rows`): S ids cross to the host
+    /// instead of S x vocab logits.
+    public func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws {
+        let rows = try forward(step)
+        guard rows > 0 else {
+            tokens = []
+            return try stream.synchronize()
+        }
+        let picked = scratch.tokens.prefix(rows)
+        try argmax(scratch.logits.prefix(rows * config.vocabularySize), vocab: config.vocabularySize, into: picked, on: stream)
+        try context.copy(bytes: rows * 4, from: picked.pointer, toHost: UnsafeMutableRawPointer(tokensHost.baseAddress), on: stream)
+        try stream.synchronize()
+        tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
+    }
+
+    /// Queues the whole step up to the fp32 logits of the rows that need them (in `scratch.logits`);
+    /// returns that row count.
+    private func forward(_ step: [StepSequence]) throws -> Int {
         let (tokens, logitRows) = try stage(step)
         let c = config, s = scratch
         let qDim = c.headCount * c.headDim, qkvDim = qDim + 2 * c.kvHeadCount * c.headDim
@@ -185,20 +217,12 @@ public final class GPUModelRunner: ModelRunner {
             try linear(layer.down, .swiGLU(gateUp), tokens: tokens, into: projected)
             try ops.residualAdd(x, projected, on: stream)
         }
-
-        let vocab = c.vocabularySize
-        guard logitRows > 0 else {
-            try stream.synchronize()
-            return
-        }
-        let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * vocab)
+        guard logitRows > 0 else { return 0 }
+        let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
         try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
-        try plan(m: logitRows, n: vocab, k: c.dim, float32Output: true)
+        try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)
-        try context.copy(bytes: out.byteCount, from: out.pointer, toHost: UnsafeMutableRawPointer(logitsHost.baseAddress), on: stream)
-        try stream.synchronize()
-        if logits.count != logitRows * vocab { logits = [Float](repeating: 0, count: logitRows * vocab) }
-        logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logitsHost.baseAddress, count: logitRows * vocab) }
+        return logitRows
     }
 
     /// Checks the step and writes its integer inputs into `staging`, then uploads them:
@@ -343,8 +367,8 @@ struct Scratch {
     let normed: DeviceBuffer<BFloat16>, hidden: DeviceBuffer<BFloat16>
     /// 0, 1, ..., T - 1 (RMSNorm of every row).
     let identityRows: DeviceBuffer<Int32>
-    /// [S, dim] LM head input; [S, vocab] fp32 logits.
-    let headInput: DeviceBuffer<BFloat16>, logits: DeviceBuffer<Float>
+    /// [S, dim] LM head input; [S, vocab] fp32 logits; [S] greedy tokens.
+    let headInput: DeviceBuffer<BFloat16>, logits: DeviceBuffer<Float>, tokens: DeviceBuffer<Int32>
     let attentionWorkspace: DeviceBuffer<Float>
 
     init(weights: GPUModelWeights, tokens t: Int, sequences: Int, contextLength: Int, context: CUDAContext) throws {
@@ -373,6 +397,7 @@ struct Scratch {
         try identityRows.copy(from: (0..<Int32(t)).map { $0 })
         headInput = try context.allocate(BFloat16.self, count: sequences * c.dim)
         logits = try context.allocate(Float.self, count: sequences * c.vocabularySize)
+        tokens = try context.allocate(Int32.self, count: sequences)
         attentionWorkspace = try context.allocate(Float.self, count: DecodeAttentionKernel.workspaceCount(
             sequences: min(t, GPUModelRunner.attentionRowsPerLaunch), qHeads: c.headCount, headDim: c.headDim, maxLength: contextLength))
     }

@@ -43,7 +43,7 @@ public struct GPUCheck: Sendable {
 
     /// Every check, in a fixed order.
     public static let all: [GPUCheck] = DriverChecks.all + CopyChecks.all + Int8GemmChecks.all + W4AxGemmChecks.all + FMPQQuantizeChecks.all
-        + DecodeAttentionChecks.all + RoPEKVWriteChecks.all + LayerOpsChecks.all + GPURunnerChecks.all
+        + DecodeAttentionChecks.all + RoPEKVWriteChecks.all + LayerOpsChecks.all + SamplingChecks.all + GPURunnerChecks.all
 
     /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
     /// Prints `PASS`/`FAIL` lines through `log`, and returns the counts.

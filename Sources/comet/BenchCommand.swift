@@ -212,7 +212,7 @@ struct Bench: ParsableCommand {
                 let bench = DecodeBenchmark(library: library, blas: try CuBLASLt.load(search: gpu.librarySearch))
                 let rows = try bench.run(model: synthetic, config: config!, batches: batches, length: length, steps: steps,
                                          baseline: !noBaseline) { print($0) }
-                print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + fp32 logits to the host")
+                print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + greedy argmax on the GPU + ids to the host")
                 print(DecodeBenchmark.table(rows))
                 return rows
             }
