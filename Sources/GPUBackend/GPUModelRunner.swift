@@ -136,12 +136,13 @@ public final class GPUModelRunner: ModelRunner {
             kvBlockCount = blocks
         } else {
             let free = try context.memoryInfo().free
-            kvBlockCount = Int(Double(free) * options.memoryFraction) / bytesPerBlock
+            kvBlockCount = Int(Double(free) * options.memoryFraction) / bytesPerBlock - 1
         }
         guard kvBlockCount > 0 else {
             throw GPUBackendError.outOfMemory("no room for a KV block of \(bytesPerBlock) bytes after \(weights.bytes >> 20) MiB of weights")
         }
-        let (format, pages, pageSize, context) = (weights.kvFormat, kvBlockCount, kvBlockSize, context)
+        // One page more than the engine sees: the spare block that graph padding rows write to.
+        let (format, pages, pageSize, context) = (weights.kvFormat, kvBlockCount + 1, kvBlockSize, context)
         caches = try (0..<config.layerCount).map { _ in
             try PagedKVCache(format: format, pages: pages, pageSize: pageSize, kvHeads: config.kvHeadCount,
                              headDim: config.headDim, context: context)
@@ -186,10 +187,50 @@ public final class GPUModelRunner: ModelRunner {
         tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
     }
 
-    /// Queues the whole step up to the fp32 logits of the rows that need them (in `scratch.logits`);
-    /// returns that row count.
+    /// Runs decode steps (one token per sequence, all with logits) as CUDA graphs, one per batch
+    /// bucket: a step of B sequences is padded to the next bucket with dummy rows that write to a
+    /// spare KV block, and replays the captured launches (hundreds per step) in one call.
+    public var usesGraphs = true
+    /// Batch sizes with a graph; larger decode steps, and prefill, run eagerly.
+    static let graphBuckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
+    private var graphs: [Int: CUDAGraphExec] = [:]
+    /// Buckets that ran once eagerly (cuBLASLt plans made, kernels loaded): the next one is captured.
+    private var warmedBuckets: Set<Int> = []
+
+    /// Queues the whole step up to the fp32 logits of the rows that need them (in `scratch.logits`,
+    /// the first rows in step order); returns that row count.
     private func forward(_ step: [StepSequence]) throws -> Int {
-        let (tokens, logitRows) = try stage(step)
+        if usesGraphs, step.allSatisfy({ $0.tokens.count == 1 && $0.needsLogits }),
+           let bucket = Self.graphBuckets.first(where: { $0 >= step.count }), bucket <= maxStepSequences {
+            let dummy = StepSequence(tokens: [0], firstPosition: 0, blockTable: [Int32(kvBlockCount)], needsLogits: true)
+            _ = try stage(step + Array(repeating: dummy, count: bucket - step.count), checked: step.count)
+            if let graph = graphs[bucket] {
+                try graph.launch(on: stream)
+            } else if warmedBuckets.contains(bucket) {
+                try stream.beginCapture()
+                do {
+                    try enqueue(tokens: bucket, logitRows: bucket, maxLength: contextLength)
+                } catch {
+                    _ = try? stream.endCapture()
+                    throw error
+                }
+                let graph = try stream.endCapture().instantiate()
+                graphs[bucket] = graph
+                try graph.launch(on: stream)
+            } else {
+                try enqueue(tokens: bucket, logitRows: bucket, maxLength: contextLength)
+                warmedBuckets.insert(bucket)
+            }
+            return step.count
+        }
+        let (tokens, logitRows) = try stage(step, checked: step.count)
+        try enqueue(tokens: tokens, logitRows: logitRows, maxLength: nil)
+        return logitRows
+    }
+
+    /// Queues every kernel of a staged step. `maxLength` bounds the causal lengths for attention's
+    /// split (nil: the step's own longest; graphs pass the context length, valid for any step).
+    private func enqueue(tokens: Int, logitRows: Int, maxLength: Int?) throws {
         let c = config, s = scratch
         let qDim = c.headCount * c.headDim, qkvDim = qDim + 2 * c.kvHeadCount * c.headDim
         let eps = Float(c.rmsNormEpsilon)
@@ -210,26 +251,26 @@ public final class GPUModelRunner: ModelRunner {
             if let bias = layer.qkvBias { try ops.biasAdd(qkv, bias: bias, on: stream) }
             try rope(qkv: qkv, positions: positions, slots: slots, cos: cosTable, sin: sinTable,
                      adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, cache: caches[l], qOut: q, on: stream)
-            try attend(q, cache: caches[l], tables: tables, lengths: lengths, tokens: tokens, into: attended)
+            try attend(q, cache: caches[l], tables: tables, lengths: lengths, tokens: tokens, maxLength: maxLength, into: attended)
             try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)
             try ops.residualAdd(x, projected, on: stream)
             try linear(layer.gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
             try linear(layer.down, .swiGLU(gateUp), tokens: tokens, into: projected)
             try ops.residualAdd(x, projected, on: stream)
         }
-        guard logitRows > 0 else { return 0 }
+        guard logitRows > 0 else { return }
         let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
         try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
         try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)
-        return logitRows
     }
 
     /// Checks the step and writes its integer inputs into `staging`, then uploads them:
     /// [ids T][positions T][slots T][causal lengths T][logit rows S][block tables T x maxBlocks].
-    /// Returns T and S (the rows that need logits).
-    private func stage(_ step: [StepSequence]) throws -> (tokens: Int, logitRows: Int) {
-        guard !step.isEmpty, step.count <= maxStepSequences else {
+    /// Returns T and S (the rows that need logits). Only the first `checked` sequences are checked
+    /// against the cache (the rest are the runner's own padding rows on the spare block).
+    private func stage(_ step: [StepSequence], checked: Int) throws -> (tokens: Int, logitRows: Int) {
+        guard !step.isEmpty, step.count <= max(maxStepSequences, Self.graphBuckets.first { $0 >= maxStepSequences } ?? 0) else {
             throw GPUBackendError.badStep("\(step.count) sequences (1 to \(maxStepSequences))")
         }
         let tokens = step.reduce(0) { $0 + $1.tokens.count }
@@ -240,7 +281,7 @@ public final class GPUModelRunner: ModelRunner {
         let tables = p + 4 * tokens + logitRows
         if tokenLengths.count < tokens { tokenLengths = [Int32](repeating: 0, count: maxStepTokens) }
         var t = 0, row = 0
-        for sequence in step {
+        for (index, sequence) in step.enumerated() {
             let n = sequence.tokens.count, first = sequence.firstPosition
             guard n > 0, first >= 0, first + n <= contextLength else {
                 throw GPUBackendError.badStep("\(n) tokens at position \(first) (context \(contextLength))")
@@ -249,7 +290,7 @@ public final class GPUModelRunner: ModelRunner {
             guard sequence.blockTable.count >= blocksNeeded, sequence.blockTable.count <= width else {
                 throw GPUBackendError.badStep("a block table of \(sequence.blockTable.count) blocks for \(first + n) positions")
             }
-            for block in sequence.blockTable.prefix(blocksNeeded) where block < 0 || Int(block) >= kvBlockCount {
+            for block in sequence.blockTable.prefix(blocksNeeded) where index < checked && (block < 0 || Int(block) >= kvBlockCount) {
                 throw GPUBackendError.badStep("KV block \(block) is not in 0..<\(kvBlockCount)")
             }
             let tableStart = t
@@ -285,14 +326,14 @@ public final class GPUModelRunner: ModelRunner {
     /// in launches of at most `attentionRowsPerLaunch` query rows.
     private func attend(
         _ q: DeviceBuffer<BFloat16>, cache: PagedKVCache, tables: DeviceBuffer<Int32>, lengths: DeviceBuffer<Int32>,
-        tokens: Int, into out: DeviceBuffer<BFloat16>
+        tokens: Int, maxLength: Int?, into out: DeviceBuffer<BFloat16>
     ) throws {
         let c = config, qDim = c.headCount * c.headDim, width = maxBlocksPerSequence
         var start = 0
         while start < tokens {
             let n = min(Self.attentionRowsPerLaunch, tokens - start)
-            var longest: Int32 = 1
-            for i in start..<(start + n) { longest = max(longest, tokenLengths[i]) }
+            var longest = Int32(maxLength ?? 1)
+            if maxLength == nil { for i in start..<(start + n) { longest = max(longest, tokenLengths[i]) } }
             try attention(
                 q: q.slice(start * qDim, count: n * qDim), cache: cache, blockTable: tables.slice(start * width, count: n * width),
                 maxPages: width, lengths: lengths.slice(start, count: n), maxLength: Int(longest), qHeads: c.headCount,
