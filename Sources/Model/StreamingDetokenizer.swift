@@ -28,6 +28,10 @@ public struct StreamingDetokenizer {
         return text
     }
 
+    /// True while bytes of an unfinished character are held back (the text of the tokens so far is
+    /// not all known yet).
+    public var isHoldingBytes: Bool { !pending.isEmpty }
+
     /// Returns whatever is held back (an unfinished character becomes U+FFFD) and starts over.
     public mutating func finish() -> String {
         defer {
