@@ -73,7 +73,7 @@ let package = Package(
         // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
         .testTarget(name: "ModelTests", dependencies: ["Model", "Quant"], exclude: ["Fixtures"]),
         // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
-        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
+        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Engine", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
         // The block pool, scheduler and engine on a fake runner; the engine on the real model's CPU runner.
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Model", "Sampling"]),

@@ -39,4 +39,9 @@ final class ConditionLock: @unchecked Sendable {
     func signal() {
         pthread_cond_signal(condition)
     }
+
+    /// Wakes every thread sleeping in `wait()`.
+    func broadcast() {
+        pthread_cond_broadcast(condition)
+    }
 }

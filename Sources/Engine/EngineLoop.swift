@@ -58,6 +58,8 @@ final class EngineLoop: @unchecked Sendable {
     private func step() {
         let output = scheduler.schedule()
         lastBatchSize = output.chunks.count
+        // Published before the (long) step runs, so that load and queue figures are current during it.
+        publish()
         guard !output.chunks.isEmpty else {
             // Cannot happen while requests that do not fit the cache alone are refused at submission;
             // ending the first one keeps the loop from spinning if it ever does.

@@ -65,6 +65,9 @@ final class EngineMailbox: @unchecked Sendable {
         }
     }
 
+    /// Whether a shutdown was requested.
+    var isShuttingDown: Bool { lock.withLock { work.shutdown != nil } }
+
     /// Takes everything callers left; when `idle` (nothing to run), first sleeps until there is
     /// something. Requests taken count as waiting until the engine publishes its own figures.
     func nextWork(idle: Bool) -> Work {

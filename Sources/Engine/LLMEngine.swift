@@ -99,6 +99,9 @@ public final class LLMEngine: GenerationEngine {
 
     public var statistics: EngineStatistics { mailbox.statistics }
 
+    /// Whether `shutdown()` was called (requests are refused from then on).
+    var isShuttingDown: Bool { mailbox.isShuttingDown }
+
     public func shutdown() async {
         mailbox.requestShutdown(reason: "the engine was shut down")
         await mailbox.waitUntilExited()

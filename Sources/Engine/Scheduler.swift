@@ -156,7 +156,9 @@ final class Scheduler {
     }
 
     /// Frees `victim`'s blocks (it was just taken off `running`), takes it out of this step if it was
-    /// in it, and puts it first in line to recompute everything it has.
+    /// in it, and puts it first in line to recompute everything it has. (With this policy only the
+    /// newest running sequence can be mid-prompt, so a victim is never already in the step; the check
+    /// keeps the step consistent should the policy change.)
     private func preempt(_ victim: SequenceState, _ output: inout SchedulerOutput, _ budget: inout (tokens: Int, sequences: Int)) {
         if victim.scheduledStep == step, let i = output.chunks.firstIndex(where: { $0.sequence === victim }) {
             budget.tokens += output.chunks[i].tokenCount
