@@ -5,8 +5,8 @@ import FoundationEssentials
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self, Gemm.self, Attention.self])
+        abstract: "Benchmarks: GPU kernels against the vendor's in the same run (copy, gemm, attention), and the serving engine's throughput.",
+        subcommands: [Copy.self, Gemm.self, Attention.self, Throughput.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
