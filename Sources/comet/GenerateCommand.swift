@@ -49,37 +49,18 @@ struct Generate: AsyncParsableCommand {
         }
         guard !ids.isEmpty else { throw fail("the prompt is empty") }
 
-        let (engine, threads) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, kvTokens: ctx, maxBatch: 1, stepTokens: 128)
+        let (engine, threads) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
         let request = GenerationRequest(id: "generate", prompt: ids, sampling: sampling.parameters, maxTokens: maxTokens, stopTokens: stopTokens)
-        var stats = TextGenerator.Stats(promptTokens: ids.count)
-        let start = ContinuousClock.now
-        var firstToken: ContinuousClock.Instant?
+        let completion: StreamedCompletion
         do {
-            for try await event in try engine.generate(request) {
-                switch event {
-                case let .tokens(tokens):
-                    if firstToken == nil { firstToken = .now }
-                    writeOut(tokens.map(\.text).joined())
-                case let .finished(reason, usage):
-                    stats.generatedTokens = usage.completionTokens
-                    stats.reusedTokens = usage.cachedPromptTokens
-                    stats.stopReason = switch reason {
-                    case .stop: "end of text"
-                    case .length where usage.completionTokens < maxTokens: "the context limit (\(engine.contextLength))"
-                    case .length: "max tokens"
-                    }
-                }
-            }
+            completion = try await StreamedCompletion(request, on: engine)
         } catch {
             await engine.shutdown()
             throw fail("\(error)")
         }
-        let end = ContinuousClock.now
-        stats.promptSeconds = seconds(from: start, to: firstToken ?? end)
-        stats.generationSeconds = seconds(from: firstToken ?? end, to: end)
         await engine.shutdown()
         writeOut("\n")
         var stderr = StandardError()
-        print(stats.summary + " (\(threads) threads)", to: &stderr)
+        print(completion.summary + " (\(threads) threads)", to: &stderr)
     }
 }

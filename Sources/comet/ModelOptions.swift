@@ -58,20 +58,22 @@ struct ModelOptions: ParsableArguments {
         try orFail("\(path)") { try LlamaCPUModel(weights: source.weights, threads: threads, maxBatchTokens: maxBatchTokens) }
     }
 
-    /// The serving engine on the CPU runner: a KV cache of `kvTokens` positions in blocks of 16, steps
+    /// The serving engine on the CPU runner: sequences of up to `contextLength` positions (at most the
+    /// model's), a KV cache of `kvTokens` positions (nil: one sequence's worth) in blocks of 16, steps
     /// of at most `stepTokens` tokens and `maxBatch` sequences. Also returns the model's thread count.
     func cpuEngine(
-        _ source: ModelSource, tokenizer: any Tokenizer, contextLength: Int, kvTokens: Int, maxBatch: Int, stepTokens: Int,
-        maxWaiting: Int = 1024
+        _ source: ModelSource, tokenizer: any Tokenizer, contextLength: Int, kvTokens: Int? = nil, maxBatch: Int,
+        stepTokens: Int, maxWaiting: Int = 1024
     ) throws -> (engine: LLMEngine, threads: Int) {
         let model = try cpuModel(source, maxBatchTokens: stepTokens)
+        let contextLength = min(contextLength, model.config.contextLength)
         // A model file without a recognizable chat template can still generate plain text.
         let template = (try? source.chatTemplate()) ?? .chatML(defaultSystemPrompt: nil)
         return try orFail("") {
-            let runner = try CPUModelRunner(model: model, kvBlockCount: CPUModelRunner.blocks(forTokens: kvTokens),
+            let runner = try CPUModelRunner(model: model, kvBlockCount: CPUModelRunner.blocks(forTokens: kvTokens ?? contextLength),
                                             maxStepTokens: stepTokens, maxStepSequences: maxBatch)
             let engine = try LLMEngine(runner: runner, tokenizer: tokenizer, chatTemplate: template, configuration: EngineConfiguration(
-                modelName: path, maxWaitingRequests: maxWaiting, contextLength: min(contextLength, model.config.contextLength)))
+                modelName: path, maxWaitingRequests: maxWaiting, contextLength: contextLength))
             return (engine, model.threads)
         }
     }
