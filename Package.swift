@@ -78,6 +78,6 @@ let package = Package(
         // The block pool, scheduler and engine on a fake runner; the engine on the real model's CPU runner.
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Model", "Sampling"]),
         // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
-        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Engine", "Model", "Quant"]),
+        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Engine", "Model", "Quant", "Sampling"]),
     ]
 )

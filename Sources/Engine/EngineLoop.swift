@@ -14,6 +14,9 @@ final class EngineLoop: @unchecked Sendable {
     private let endOfText: Set<Int32>
     private let vocabularySize: Int
     private var contexts: [UInt64: RequestContext] = [:]
+    /// Events of this loop iteration, delivered once the statistics are published: a caller that sees
+    /// a request finish then also sees its blocks freed.
+    private var outbox: [(continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, delivery: Delivery)] = []
     /// [rows, vocab]: the runner's output, reused between steps.
     private var logits: [Float] = []
     private var lastBatchSize = 0
@@ -46,12 +49,37 @@ final class EngineLoop: @unchecked Sendable {
             if let reason = work.shutdown {
                 for context in contexts.values { end(context, error: .stopped(reason)) }
                 publish()
+                deliver()
                 break
             }
             if scheduler.hasWork { step() }
             publish()
+            deliver()
         }
         mailbox.markExited()
+    }
+
+    /// What happens to a request's stream.
+    private enum Delivery {
+        case event(GenerationEvent)
+        /// The stream ends, with an error or (nil) normally.
+        case end(EngineError?)
+    }
+
+    private func send(_ delivery: Delivery, to context: RequestContext) {
+        outbox.append((context.continuation, delivery))
+    }
+
+    /// Yields the queued events, outside any lock (a stream's termination handler takes the mailbox's).
+    private func deliver() {
+        for (continuation, delivery) in outbox {
+            switch delivery {
+            case let .event(event): continuation.yield(event)
+            case .end(nil): continuation.finish()
+            case let .end(error?): continuation.finish(throwing: error)
+            }
+        }
+        outbox.removeAll(keepingCapacity: true)
     }
 
     /// Schedules, runs and updates one step.
@@ -110,7 +138,7 @@ final class EngineLoop: @unchecked Sendable {
             }
         }
         let (ready, stopped) = context.text.append(token)
-        if !ready.isEmpty { context.continuation.yield(.tokens(ready)) }
+        if !ready.isEmpty { send(.event(.tokens(ready)), to: context) }
         if stopped {
             finish(context, .stop)
         } else if context.completionTokens >= context.request.maxTokens || sequence.tokens.count >= contextLength {
@@ -121,8 +149,8 @@ final class EngineLoop: @unchecked Sendable {
     /// Yields the held-back tokens and `finished`, and forgets the request.
     private func finish(_ context: RequestContext, _ reason: FinishReason) {
         let rest = context.text.finish()
-        if !rest.isEmpty { context.continuation.yield(.tokens(rest)) }
-        context.continuation.yield(.finished(reason, context.usage))
+        if !rest.isEmpty { send(.event(.tokens(rest)), to: context) }
+        send(.event(.finished(reason, context.usage)), to: context)
         end(context, error: nil)
     }
 
@@ -130,7 +158,7 @@ final class EngineLoop: @unchecked Sendable {
     private func end(_ context: RequestContext, error: EngineError?) {
         scheduler.remove(context.sequence)
         contexts[context.sequence.id] = nil
-        if let error { context.continuation.finish(throwing: error) } else { context.continuation.finish() }
+        send(.end(error), to: context)
     }
 
     /// A token's own text, for log-probabilities (may be part of a character).

@@ -18,8 +18,10 @@ struct GeneratedTextStream {
     private var pending: [GeneratedToken] = []
     private var released: [UInt8] = []
 
-    init(tokenizer: any Tokenizer, stopStrings: [String]) {
-        detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
+    /// - Parameter prompt: what the tokens continue (SentencePiece keeps the first one's leading space
+    ///   after text, as vLLM's output text does).
+    init(tokenizer: any Tokenizer, prompt: [Int32], stopStrings: [String]) {
+        detokenizer = StreamingDetokenizer(tokenizer: tokenizer, continuingText: prompt.contains { !tokenizer.isControl($0) })
         self.stopStrings = stopStrings.map { Array($0.utf8) }.filter { !$0.isEmpty }
     }
 

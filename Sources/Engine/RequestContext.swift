@@ -19,7 +19,8 @@ final class RequestContext {
         continuation = submitted.continuation
         sequence = SequenceState(id: submitted.id, prompt: submitted.request.prompt)
         sampler = Sampler(submitted.request.sampling)
-        text = GeneratedTextStream(tokenizer: tokenizer, stopStrings: submitted.request.stopStrings)
+        text = GeneratedTextStream(tokenizer: tokenizer, prompt: submitted.request.prompt, stopStrings: submitted.request.stopStrings)
+        // `ignoreEndOfText` drops the model's end-of-text tokens even from an explicit list.
         var stops = submitted.request.stopTokens ?? endOfText
         if submitted.request.ignoreEndOfText { stops.subtract(endOfText) }
         stopTokens = stops

@@ -13,8 +13,12 @@ public struct StreamingDetokenizer {
     private var pending: [UInt8] = []
     private var atStart = true
 
-    public init(tokenizer: any Tokenizer) {
+    /// - Parameter continuingText: the tokens continue text already decoded (a prompt with a
+    ///   non-control token): SentencePiece then keeps the first token's leading space, as decoding
+    ///   prompt and continuation together would.
+    public init(tokenizer: any Tokenizer, continuingText: Bool = false) {
         self.tokenizer = tokenizer
+        atStart = !continuingText
     }
 
     /// Adds one token; returns the text it completes (often empty while a character is incomplete).

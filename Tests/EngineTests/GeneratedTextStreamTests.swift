@@ -9,7 +9,7 @@ import Testing
     /// Appends `ids`; returns the text each append released (one entry per token yielded) and
     /// whether a stop string was met.
     static func run(_ ids: [Int32], stops: [String], finish: Bool = true) -> (texts: [[String]], stopped: Bool) {
-        var stream = GeneratedTextStream(tokenizer: FakeTokenizer(), stopStrings: stops)
+        var stream = GeneratedTextStream(tokenizer: FakeTokenizer(), prompt: [2], stopStrings: stops)
         var texts: [[String]] = []
         for id in ids {
             let (ready, stopped) = stream.append(GeneratedToken(token: id, text: ""))
@@ -65,8 +65,16 @@ import Testing
 
     @Test func stopStringsMatchBytesNotCharacters() {
         // "\r\n" is one Character; the stop "\n" must still be found inside it.
-        var stream = GeneratedTextStream(tokenizer: CRLFTokenizer(), stopStrings: ["\n"])
+        var stream = GeneratedTextStream(tokenizer: CRLFTokenizer(), prompt: [0], stopStrings: ["\n"])
         #expect(stream.append(GeneratedToken(token: 0, text: "")).stopped)
+    }
+
+    /// SentencePiece drops a leading space at the start of a text; a continuation is not a start.
+    @Test func aContinuationKeepsItsLeadingSpace() {
+        var afterText = GeneratedTextStream(tokenizer: LeadingSpaceTokenizer(), prompt: [1, 0], stopStrings: [])
+        #expect(afterText.append(GeneratedToken(token: 0, text: "")).ready.map(\.text) == [" Paris"])
+        var afterControl = GeneratedTextStream(tokenizer: LeadingSpaceTokenizer(), prompt: [1], stopStrings: [])
+        #expect(afterControl.append(GeneratedToken(token: 0, text: "")).ready.map(\.text) == ["Paris"])
     }
 
     @Test func heldTextIsReleasedWhenGenerationEndsOtherwise() {
@@ -85,5 +93,19 @@ struct CRLFTokenizer: Model.Tokenizer {
     func encode(_ text: String, addBOS: Bool, parseSpecial: Bool) -> [Int32] { [0] }
     func appendBytes(of id: Int32, atStart: Bool, to bytes: inout [UInt8]) { bytes += Array("x\r\n".utf8) }
     func isControl(_ id: Int32) -> Bool { false }
+    func tokenID(for text: String) -> Int32? { nil }
+}
+
+/// SentencePiece-like: token 0 is "▁Paris" (its space dropped at the start of a text), 1 is control `<s>`.
+struct LeadingSpaceTokenizer: Model.Tokenizer {
+    var vocabularySize: Int { 2 }
+    var bosTokenID: Int32? { 1 }
+    var eosTokenID: Int32? { nil }
+    var addsBOS: Bool { true }
+    func encode(_ text: String, addBOS: Bool, parseSpecial: Bool) -> [Int32] { [0] }
+    func appendBytes(of id: Int32, atStart: Bool, to bytes: inout [UInt8]) {
+        if id == 0 { bytes += Array((atStart ? "Paris" : " Paris").utf8) }
+    }
+    func isControl(_ id: Int32) -> Bool { id == 1 }
     func tokenID(for text: String) -> Int32? { nil }
 }

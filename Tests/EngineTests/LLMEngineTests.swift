@@ -293,34 +293,3 @@ import Testing
         await tight.shutdown()
     }
 }
-
-/// A gate the fake runner waits at, opened once by the test.
-final class Gate: Sendable {
-    private let semaphore = DispatchSemaphoreBox()
-    func wait() { semaphore.wait() }
-    func open() { semaphore.openForever() }
-}
-
-/// A semaphore that stays open once opened (every waiter passes).
-final class DispatchSemaphoreBox: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var isOpen = false
-    func wait() { lock.withLock { while !isOpen { lock.wait() } } }
-    func openForever() {
-        lock.withLock { isOpen = true }
-        lock.broadcast()
-    }
-}
-
-/// SplitMix64, for reproducible random test cases.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -46,3 +46,32 @@ func waitUntil(_ condition: () -> Bool) async throws {
     }
     Issue.record("timed out waiting")
 }
+
+/// Where the fake runner waits until the test opens it; once open, it stays open.
+final class Gate: @unchecked Sendable {
+    // @unchecked: `isOpen` is only touched under `lock`.
+    private let lock = ConditionLock()
+    private var isOpen = false
+
+    func wait() {
+        lock.withLock { while !isOpen { lock.wait() } }
+    }
+
+    func open() {
+        lock.withLock { isOpen = true }
+        lock.broadcast()
+    }
+}
+
+/// SplitMix64, for reproducible random test cases.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
