@@ -1,4 +1,5 @@
 import Model
+import Sampling
 
 /// A tokenizer over a 64-token vocabulary whose texts the tests know: 0 `<s>` and 1 `</s>` (control),
 /// 2...27 "a"..."z", 28 " ", 29 "\n", 30 and 31 the two UTF-8 bytes of "é", 32...63 "aa", "bb", ...
@@ -59,10 +60,20 @@ enum FakeModel {
     /// What greedy generation gives: stops before a token of `stop`, after `maxTokens` tokens, or when
     /// prompt plus output reach `contextLength`.
     static func greedy(_ prompt: [Int32], maxTokens: Int, stop: Set<Int32> = [FakeTokenizer.eos], contextLength: Int = 1 << 20) -> [Int32] {
+        generate(prompt, sampling: .greedy, maxTokens: maxTokens, stop: stop, contextLength: contextLength)
+    }
+
+    /// What sampling with `sampling` gives, as the engine samples (one `Sampler` per request, the
+    /// whole sequence as the penalties' history).
+    static func generate(
+        _ prompt: [Int32], sampling: SamplingParameters, maxTokens: Int, stop: Set<Int32> = [FakeTokenizer.eos],
+        contextLength: Int = 1 << 20
+    ) -> [Int32] {
+        var sampler = Sampler(sampling)
         var tokens = prompt
         var output: [Int32] = []
         while output.count < maxTokens, tokens.count < contextLength {
-            let next = next(after: tokens)
+            let next = sampler.sample(logits(after: tokens), history: tokens)
             if stop.contains(next) { break }
             tokens.append(next)
             output.append(next)

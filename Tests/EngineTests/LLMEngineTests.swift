@@ -36,26 +36,31 @@ import Testing
         await engine.shutdown()
     }
 
-    /// The invariant under load: random prompts (many sharing prefixes), lengths, cancellations and a
-    /// cache so small that sequences are preempted. Every request ends with exactly one `finished` or
-    /// an error, every finished one says what the model says, and all blocks come back.
-    @Test(arguments: [1, 2, 3])
-    func randomLoadWithPreemptionAndCancellationKeepsTheInvariants(seed: Int) async throws {
+    /// The invariant under load: random prompts (many sharing prefixes), lengths, sampling, stop
+    /// conditions and cancellations, and a cache so small that sequences are preempted. Every request
+    /// ends with exactly one `finished` or an error, every finished one says what the model says (so
+    /// preemption and shared blocks change nothing), and all blocks come back.
+    @Test(arguments: [(1, true), (2, true), (3, true), (4, false), (5, false)])
+    func randomLoadWithPreemptionAndCancellationKeepsTheInvariants(seed: Int, prefixCaching: Bool) async throws {
         let runner = FakeRunner(blockSize: 4, blocks: 24, maxStepTokens: 16, maxStepSequences: 6, contextLength: 64)
-        let engine = try makeEngine(runner) { $0.maxWaitingRequests = 1000 }
+        let engine = try makeEngine(runner) {
+            $0.maxWaitingRequests = 1000
+            $0.prefixCaching = prefixCaching
+        }
         var random = SplitMix(seed: UInt64(seed))
         let shared = Self.prompt(seed, length: 9)
-        var cases: [(prompt: [Int32], maxTokens: Int, cancelAfter: Int?, ignoreEOS: Bool)] = []
-        for i in 0..<40 {
+        var cases: [(request: GenerationRequest, cancelAfter: Int?)] = []
+        for i in 0..<80 {
             let own = Self.prompt(i * 13 + seed, length: 1 + Int(random.next() % 20))
             let prompt = random.next() % 2 == 0 ? shared + own : own
+            let sampling = random.next() % 3 == 0 ? SamplingParameters(temperature: 0.9, topK: 20, seed: random.next()) : .greedy
             let cancel = random.next() % 5 == 0 ? Int(random.next() % 4) : nil
-            cases.append((prompt, 1 + Int(random.next() % 40), cancel, random.next() % 3 == 0))
+            cases.append((GenerationRequest(id: "\(i)", prompt: prompt, sampling: sampling, maxTokens: 1 + Int(random.next() % 40),
+                                            ignoreEndOfText: random.next() % 3 == 0), cancel))
         }
         let results = try await withThrowingTaskGroup(of: (Int, Collected).self) { group in
             for (i, c) in cases.enumerated() {
-                let stream = try engine.generate(GenerationRequest(
-                    id: "\(i)", prompt: c.prompt, maxTokens: c.maxTokens, ignoreEndOfText: c.ignoreEOS))
+                let stream = try engine.generate(c.request)
                 group.addTask {
                     guard let limit = c.cancelAfter else { return (i, await collect(stream)) }
                     // Stop listening after `limit` events: the engine sees the stream end and cancels.
@@ -76,7 +81,8 @@ import Testing
             let result = try #require(results[i])
             #expect(result.error == nil, "request \(i): \(String(describing: result.error))")
             #expect(result.eventsAfterFinish == 0)
-            let expected = FakeModel.greedy(c.prompt, maxTokens: c.maxTokens, stop: c.ignoreEOS ? [] : [FakeTokenizer.eos], contextLength: 64)
+            let expected = FakeModel.generate(c.request.prompt, sampling: c.request.sampling, maxTokens: c.request.maxTokens,
+                                              stop: c.request.ignoreEndOfText ? [] : [FakeTokenizer.eos], contextLength: 64)
             if let finish = result.finish {
                 finished += 1
                 #expect(result.ids == expected, "request \(i)")
@@ -86,12 +92,12 @@ import Testing
                 #expect(Array(expected.prefix(result.ids.count)) == result.ids, "request \(i) before it was cancelled")
             }
         }
-        #expect(finished >= 20)
+        #expect(finished >= 40)
         try await waitUntil { engine.statistics.runningRequests == 0 && engine.statistics.waitingRequests == 0 }
         let statistics = engine.statistics
         #expect(statistics.kvBlocksInUse == 0)
         #expect(statistics.preemptions > 0, "the cache was meant to be too small")
-        #expect(statistics.prefixCacheHitTokens > 0)
+        #expect((statistics.prefixCacheHitTokens > 0) == prefixCaching)
         await engine.shutdown()
     }
 
