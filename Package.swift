@@ -4,7 +4,9 @@ import PackageDescription
 // One module per concept; the dependency arrows point one way:
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
-//   comet (CLI) -> CPUBackend -> Model -> Quant (safetensors);  comet -> Sampling
+//   comet (CLI) -> FMPQModel -> CPUBackend -> Engine -> Model -> Quant (safetensors)
+//                                                   \-> Sampling
+//   (CPUBackend implements Engine's `ModelRunner`; a CUDA runner will plug in the same way.)
 let package = Package(
     name: "comet",
     platforms: [.macOS(.v15)],
@@ -27,7 +29,8 @@ let package = Package(
         .target(name: "Model", dependencies: ["Quant"]),
         // The llama forward pass on the CPU (fp32, multi-threaded, SIMD): runs the default model
         // without a GPU, and is the float reference for the GPU path.
-        .target(name: "CPUBackend", dependencies: ["Model"]),
+        // Also the engine's CPU `ModelRunner` over a paged KV store.
+        .target(name: "CPUBackend", dependencies: ["Model", "Engine"]),
         // FMPQ on a whole model: calibration through the CPU forward pass, quantize to a checkpoint,
         // and the quantized CPU forward (W4Ax linears, KV4) that evaluates it.
         .target(name: "FMPQModel", dependencies: ["CPUBackend", "Model", "Quant"]),
@@ -55,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "comet",
             dependencies: [
-                "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant",
+                "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,9 +78,11 @@ let package = Package(
         // Fixtures are read through #filePath (golden ids from scripts/make_golden_*.py).
         .testTarget(name: "ModelTests", dependencies: ["Model", "Quant"], exclude: ["Fixtures"]),
         // The CPU forward pass against numpy and llama.cpp goldens (scripts/make_golden_logits.py).
-        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
+        .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend", "Engine", "Model", "Quant", "CPUReference"], exclude: ["Fixtures"]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
+        // The block pool, scheduler and engine on a fake runner; the engine on the real model's CPU runner.
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Model", "Sampling"]),
         // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
-        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Model", "Quant"]),
+        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Engine", "Model", "Quant", "Sampling"]),
     ]
 )

@@ -19,6 +19,8 @@ final class ForwardScratch {
     /// [maxTokens, ropeDimensions / 2]: RoPE tables of the chunk's positions.
     let ropeCos: FloatBuffer
     let ropeSin: FloatBuffer
+    /// [maxTokens]: which piece of the chunk (`ChunkPiece`) each row belongs to.
+    let rowPiece: UnsafeMutablePointer<Int32>
     /// [attentionTasks, positions]: one row of softmax scores per attention task.
     private var scores: FloatBuffer
 
@@ -33,11 +35,16 @@ final class ForwardScratch {
         hidden = FloatBuffer(count: maxTokens * config.ffnDim)
         ropeCos = FloatBuffer(count: maxTokens * config.ropeDimensions / 2)
         ropeSin = FloatBuffer(count: maxTokens * config.ropeDimensions / 2)
+        rowPiece = .allocate(capacity: maxTokens)
+        rowPiece.initialize(repeating: 0, count: maxTokens)
         scores = FloatBuffer(count: 0)
     }
 
-    /// Score rows for `tasks` tasks of `rowLength` positions each (the cache capacity, so that a
-    /// sequence growing one token at a time never reallocates); grows only when more are needed.
+    deinit {
+        rowPiece.deallocate()
+    }
+
+    /// Score rows for `tasks` tasks of `rowLength` positions each; grows only when more are needed.
     func scores(tasks: Int, rowLength: Int) -> UnsafeMutablePointer<Float> {
         if tasks * rowLength > scores.count { scores = FloatBuffer(count: tasks * rowLength) }
         return scores.pointer

@@ -7,15 +7,18 @@ public enum LogitsSelection: Sendable {
     case last
     /// Every token (perplexity): `tokens * vocab` logits, row t for token t.
     case all
+    /// None (a prefill chunk that does not end its prompt): saves the LM head.
+    case skip
 }
 
 /// A llama-architecture model (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2) run on the CPU in fp32.
 ///
 /// One `forward` call runs a batch of tokens of one sequence at explicit positions against a `KVCache`
-/// the caller owns: a whole prompt (prefill) or one token (decode) alike. Batches longer than
-/// `maxBatchTokens` run in chunks. Activations live in preallocated scratch, so a call allocates
-/// nothing (apart from growing `logits` the first time it is too small); that scratch also makes the
-/// model serve one forward call at a time.
+/// the caller owns: a whole prompt (prefill) or one token (decode) alike. The serving engine's
+/// `forward(_:kv:logits:)` runs several sequences in one call over a `PagedKVStore`, their rows
+/// sharing every linear. Batches longer than `maxBatchTokens` run in chunks. Activations live in
+/// preallocated scratch, so a call allocates little (a few bookkeeping arrays; `logits` only when it
+/// has the wrong size); that scratch also makes the model serve one forward call at a time.
 ///
 ///     let model = try LlamaCPUModel(weights: openModel(path).weights)   // a GGUF file or an HF folder
 ///     let cache = model.makeCache(capacity: 2048)
@@ -88,55 +91,104 @@ public final class LlamaCPUModel {
             throw CPUBackendError.cacheMismatch(
                 "\(cache.layerCount) layers of width \(cache.kvDim), the model has \(config.layerCount) of width \(config.kvHeadCount * config.headDim)")
         }
-        for id in tokens where id < 0 || Int(id) >= config.vocabularySize {
-            throw CPUBackendError.tokenOutOfRange(id: id, vocabularySize: config.vocabularySize)
-        }
-
-        let vocab = config.vocabularySize
-        let logitRows = selection == .all ? count : 1
-        if logits.count != logitRows * vocab { logits = [Float](repeating: 0, count: logitRows * vocab) }
-
-        var start = 0
-        var index = tokens.startIndex
-        while start < count {
-            let chunk = min(maxBatchTokens, count - start)
-            // x: [chunk, dim] = the embeddings of the chunk's tokens.
-            let x = scratch.residual.pointer
-            for t in 0..<chunk {
-                let row = weights.tokenEmbedding.pointer + Int(tokens[index]) * config.dim
-                (x + t * config.dim).update(from: row, count: config.dim)
-                index = tokens.index(after: index)
-            }
-            runLayers(tokens: chunk, position: position + start, cache: cache)
-
-            let isLast = start + chunk == count
-            if selection == .all {
-                logits.withUnsafeMutableBufferPointer { out in
-                    head(rows: 0..<chunk, into: out.baseAddress! + start * vocab)
-                }
-            } else if isLast {
-                logits.withUnsafeMutableBufferPointer { out in head(rows: (chunk - 1)..<chunk, into: out.baseAddress!) }
-            }
-            start += chunk
-        }
+        try checkTokens(tokens)
+        let segment = ForwardSegment(storage: cache, firstPosition: position, count: count, logits: selection)
+        run([segment], token: { _, offset in tokens[tokens.index(tokens.startIndex, offsetBy: offset)] }, logits: &logits)
         cache.count = position + count
     }
 
-    /// All transformer blocks on the chunk in the residual scratch (`tokens` rows at `position`...).
-    private func runLayers(tokens n: Int, position: Int, cache: KVCache) {
+    /// Throws `tokenOutOfRange` for the first id outside the vocabulary.
+    func checkTokens(_ tokens: some Sequence<Int32>) throws {
+        for id in tokens where id < 0 || Int(id) >= config.vocabularySize {
+            throw CPUBackendError.tokenOutOfRange(id: id, vocabularySize: config.vocabularySize)
+        }
+    }
+
+    /// Runs the rows of `segments` (already checked by the caller), in chunks of at most
+    /// `maxBatchTokens` rows, and writes their logits rows in segment order into `logits`.
+    /// `token(segment, offset)` is the id of a segment's `offset`-th token.
+    func run<Storage: KVStorage>(
+        _ segments: [ForwardSegment<Storage>], token: (_ segment: Int, _ offset: Int) -> Int32, logits: inout [Float]
+    ) {
+        let vocab = config.vocabularySize
+        let logitRows = segments.reduce(0) { $0 + $1.logitRows }
+        if logits.count != logitRows * vocab { logits = [Float](repeating: 0, count: logitRows * vocab) }
+        var pieces: [ChunkPiece] = []
+        var rows = 0, outputRow = 0
+        for (s, segment) in segments.enumerated() {
+            var offset = 0
+            while offset < segment.count {
+                let n = min(segment.count - offset, maxBatchTokens - rows)
+                pieces.append(ChunkPiece(segment: s, row: rows, count: n, offset: offset, position: segment.firstPosition + offset))
+                rows += n
+                offset += n
+                if rows == maxBatchTokens {
+                    runChunk(pieces, rows: rows, segments: segments, token: token, logits: &logits, outputRow: &outputRow)
+                    pieces.removeAll(keepingCapacity: true)
+                    rows = 0
+                }
+            }
+        }
+        if rows > 0 { runChunk(pieces, rows: rows, segments: segments, token: token, logits: &logits, outputRow: &outputRow) }
+    }
+
+    /// One chunk: embeddings, every layer, then the logits of the rows that want them, written from
+    /// row `outputRow` of `logits` on (which it advances).
+    private func runChunk<Storage: KVStorage>(
+        _ pieces: [ChunkPiece], rows n: Int, segments: [ForwardSegment<Storage>],
+        token: (_ segment: Int, _ offset: Int) -> Int32, logits: inout [Float], outputRow: inout Int
+    ) {
+        let dim = config.dim, pairs = config.ropeDimensions / 2
+        let s = scratch
+        // x: [n, dim] = the embeddings of the chunk's tokens; RoPE tables of each row's position.
+        for (p, piece) in pieces.enumerated() {
+            for i in 0..<piece.count {
+                let id = Int(token(piece.segment, piece.offset + i))
+                (s.residual.pointer + (piece.row + i) * dim).update(from: weights.tokenEmbedding.pointer + id * dim, count: dim)
+                s.rowPiece[piece.row + i] = Int32(p)
+            }
+            rope.fillTables(firstPosition: piece.position, tokens: piece.count,
+                            cos: s.ropeCos.pointer + piece.row * pairs, sin: s.ropeSin.pointer + piece.row * pairs)
+        }
+        runLayers(pieces, rows: n, segments: segments)
+
+        // The rows that want logits, final-normed into consecutive rows of `normed`, then one LM head matmul.
+        var wanted = 0
+        for piece in pieces {
+            let segment = segments[piece.segment]
+            let rows: Range<Int> = switch segment.logits {
+            case .all: piece.row..<(piece.row + piece.count)
+            case .last where piece.offset + piece.count == segment.count: (piece.row + piece.count - 1)..<(piece.row + piece.count)
+            default: 0..<0
+            }
+            CPUKernels.rmsNorm(s.residual.pointer + rows.lowerBound * dim, tokens: rows.count, dim: dim,
+                               weight: weights.outputNorm.pointer, epsilon: Float(config.rmsNormEpsilon),
+                               into: s.normed.pointer + wanted * dim)
+            wanted += rows.count
+        }
+        guard wanted > 0 else { return }
+        let vocab = config.vocabularySize
+        logits.withUnsafeMutableBufferPointer { out in
+            CPUKernels.matmul(s.normed.pointer, xStride: dim, tokens: wanted, weights.output.pointer, inDim: dim,
+                              outDim: vocab, out.baseAddress! + outputRow * vocab, yStride: vocab, parallel: parallel)
+        }
+        outputRow += wanted
+    }
+
+    /// All transformer blocks on the `n` rows of the chunk in the residual scratch.
+    private func runLayers<Storage: KVStorage>(_ pieces: [ChunkPiece], rows n: Int, segments: [ForwardSegment<Storage>]) {
         let dim = config.dim, ffn = config.ffnDim
         let qDim = config.headCount * config.headDim, kvDim = config.kvHeadCount * config.headDim
         let qkvDim = qDim + 2 * kvDim
         let epsilon = Float(config.rmsNormEpsilon)
         let s = scratch
-        rope.fillTables(firstPosition: position, tokens: n, cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
 
         for (l, layer) in weights.layers.enumerated() {
             // Attention block: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn).
             CPUKernels.rmsNorm(s.residual.pointer, tokens: n, dim: dim, weight: layer.attentionNorm.pointer,
                                epsilon: epsilon, into: s.normed.pointer)
             // qkv: [n, qDim + 2 kvDim]
-            linear(l, .qkv, s.normed.pointer, tokens: n, position: position, layer.qkv, inDim: dim, outDim: qkvDim,
+            linear(l, .qkv, s.normed.pointer, rows: n, pieces, layer.qkv, inDim: dim, outDim: qkvDim,
                    s.qkv.pointer, accumulate: false)
             if let bias = layer.qkvBias {
                 // Qwen2: the biases are added before RoPE, as in its attention (q = Wq·x + bq, then rotate).
@@ -146,41 +198,52 @@ public final class LlamaCPUModel {
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
             rope.apply(s.qkv.pointer + qDim, rowStride: qkvDim, tokens: n, heads: config.kvHeadCount,
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
-            hooks?.keysValues(layer: l, keys: s.qkv.pointer + qDim, values: s.qkv.pointer + qDim + kvDim,
-                              rowStride: qkvDim, tokens: n)
-            for t in 0..<n {
-                let row = s.qkv.pointer + t * qkvDim
-                cache.keys(layer: l, position: position + t).update(from: row + qDim, count: kvDim)
-                cache.values(layer: l, position: position + t).update(from: row + qDim + kvDim, count: kvDim)
+            for piece in pieces {
+                let first = s.qkv.pointer + piece.row * qkvDim
+                hooks?.keysValues(layer: l, keys: first + qDim, values: first + qDim + kvDim, rowStride: qkvDim, tokens: piece.count)
+                let storage = segments[piece.segment].storage
+                for t in 0..<piece.count {
+                    let row = first + t * qkvDim
+                    storage.keys(layer: l, position: piece.position + t).update(from: row + qDim, count: kvDim)
+                    storage.values(layer: l, position: piece.position + t).update(from: row + qDim + kvDim, count: kvDim)
+                }
             }
-            attention(layer: l, tokens: n, position: position, cache: cache)
-            linear(l, .attentionOutput, s.attention.pointer, tokens: n, position: position, layer.attentionOutput,
+            attention(layer: l, rows: n, pieces, segments: segments)
+            linear(l, .attentionOutput, s.attention.pointer, rows: n, pieces, layer.attentionOutput,
                    inDim: qDim, outDim: dim, s.residual.pointer, accumulate: true)
 
             // Feed-forward block: x += Wdown · (silu(Wgate·xn) * (Wup·xn)).
             CPUKernels.rmsNorm(s.residual.pointer, tokens: n, dim: dim, weight: layer.ffnNorm.pointer,
                                epsilon: epsilon, into: s.normed.pointer)
             // gateUp: [n, 2 ffn]
-            linear(l, .gateUp, s.normed.pointer, tokens: n, position: position, layer.gateUp, inDim: dim, outDim: 2 * ffn,
+            linear(l, .gateUp, s.normed.pointer, rows: n, pieces, layer.gateUp, inDim: dim, outDim: 2 * ffn,
                    s.gateUp.pointer, accumulate: false)
             CPUKernels.swiGLU(s.gateUp.pointer, tokens: n, hidden: ffn, into: s.hidden.pointer)
-            linear(l, .down, s.hidden.pointer, tokens: n, position: position, layer.down, inDim: ffn, outDim: dim,
+            linear(l, .down, s.hidden.pointer, rows: n, pieces, layer.down, inDim: ffn, outDim: dim,
                    s.residual.pointer, accumulate: true)
         }
     }
 
-    /// One linear of a layer: the hooks' if they take it, else the fp32 weights.
-    /// x: [tokens, inDim], w: [outDim, inDim], y: [tokens, outDim].
+    /// One linear of a layer over the chunk's rows: the hooks' if they take it (asked once per piece,
+    /// so that they see one sequence at consecutive positions), else the fp32 weights, for all rows at
+    /// once when there are no hooks. x: [rows, inDim], w: [outDim, inDim], y: [rows, outDim].
     private func linear(
-        _ layer: Int, _ slot: LinearSlot, _ x: UnsafePointer<Float>, tokens n: Int, position: Int, _ w: FloatBuffer,
+        _ layer: Int, _ slot: LinearSlot, _ x: UnsafePointer<Float>, rows n: Int, _ pieces: [ChunkPiece], _ w: FloatBuffer,
         inDim: Int, outDim: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool
     ) {
-        if let hooks, hooks.linear(layer: layer, slot: slot, x: x, tokens: n, inDim: inDim, outDim: outDim,
-                                   firstPosition: position, y: y, accumulate: accumulate) {
+        guard let hooks else {
+            CPUKernels.matmul(x, xStride: inDim, tokens: n, w.pointer, inDim: inDim, outDim: outDim, y, yStride: outDim,
+                              accumulate: accumulate, parallel: parallel)
             return
         }
-        CPUKernels.matmul(x, xStride: inDim, tokens: n, w.pointer, inDim: inDim, outDim: outDim, y, yStride: outDim,
-                          accumulate: accumulate, parallel: parallel)
+        for piece in pieces {
+            let xPiece = x + piece.row * inDim, yPiece = y + piece.row * outDim
+            if !hooks.linear(layer: layer, slot: slot, x: xPiece, tokens: piece.count, inDim: inDim, outDim: outDim,
+                             firstPosition: piece.position, y: yPiece, accumulate: accumulate) {
+                CPUKernels.matmul(xPiece, xStride: inDim, tokens: piece.count, w.pointer, inDim: inDim, outDim: outDim,
+                                  yPiece, yStride: outDim, accumulate: accumulate, parallel: parallel)
+            }
+        }
     }
 
     /// The fp32 weights of linear `slot` of `layer` ([outDim, inDim]).
@@ -196,52 +259,46 @@ public final class LlamaCPUModel {
 
     var parallelLoop: ParallelLoop { parallel }
 
-    /// Causal grouped-query attention of the chunk's queries over the cache (which already holds the
-    /// chunk's own keys and values): token t at position p attends to positions 0...p.
-    /// Tasks are (head, block of tokens) pairs, each with its own row of scores.
-    private func attention(layer: Int, tokens n: Int, position: Int, cache: KVCache) {
+    /// Causal grouped-query attention of the chunk's queries over their sequences' KV storage (which
+    /// already holds the chunk's own keys and values): a row at position p attends to positions 0...p
+    /// of its own sequence. Tasks are (head, block of rows) pairs, each with its own row of scores.
+    private func attention<Storage: KVStorage>(layer: Int, rows n: Int, _ pieces: [ChunkPiece], segments: [ForwardSegment<Storage>]) {
         let heads = config.headCount, headDim = config.headDim
         let group = heads / config.kvHeadCount
         let qDim = heads * headDim, qkvDim = qDim + 2 * config.kvHeadCount * headDim
         let scale = 1 / Float(headDim).squareRoot()
         let wantedBlocks = min(n, max(1, parallel.chunks(for: n * heads) / heads))
         let tokensPerBlock = (n + wantedBlocks - 1) / wantedBlocks
-        // Recounted from the rounded-up block size, so that no block starts past the last token
-        // (37 tokens in 12 blocks of 4 would leave blocks 10 and 11 empty).
+        // Recounted from the rounded-up block size, so that no block starts past the last row
+        // (37 rows in 12 blocks of 4 would leave blocks 10 and 11 empty).
         let tokenBlocks = (n + tokensPerBlock - 1) / tokensPerBlock
-        let rowLength = cache.capacity
+        // Score rows a little longer than needed, so that a sequence growing one token at a time
+        // reallocates them rarely.
+        let longest = pieces.reduce(0) { max($0, $1.position + $1.count) }
+        let rowLength = (longest + 255) / 256 * 256
         let scores = scratch.scores(tasks: heads * tokenBlocks, rowLength: rowLength)
-        let qkv = scratch.qkv.pointer, out = scratch.attention.pointer
+        let qkv = scratch.qkv.pointer, out = scratch.attention.pointer, rowPiece = scratch.rowPiece
 
         parallel.run(heads * tokenBlocks) { task in
             let h = task % heads, block = task / heads
             let kvOffset = (h / group) * headDim
             let s = scores + task * rowLength
             for t in (block * tokensPerBlock)..<min(n, (block + 1) * tokensPerBlock) {
+                let piece = pieces[Int(rowPiece[t])]
+                let storage = segments[piece.segment].storage
                 let q = qkv + t * qkvDim + h * headDim
-                let length = position + t + 1
+                let length = piece.position + (t - piece.row) + 1
                 for j in 0..<length {
-                    s[j] = CPUKernels.dot(q, cache.keys(layer: layer, position: j) + kvOffset, count: headDim) * scale
+                    s[j] = CPUKernels.dot(q, storage.keys(layer: layer, position: j) + kvOffset, count: headDim) * scale
                 }
                 CPUKernels.softmax(s, count: length)
                 // out[t, h]: [headDim] = Σ_j s[j] * v[j]
                 let o = out + t * qDim + h * headDim
                 o.update(repeating: 0, count: headDim)
                 for j in 0..<length {
-                    CPUKernels.addScaled(cache.values(layer: layer, position: j) + kvOffset, s[j], into: o, count: headDim)
+                    CPUKernels.addScaled(storage.values(layer: layer, position: j) + kvOffset, s[j], into: o, count: headDim)
                 }
             }
         }
-    }
-
-    /// Final norm and LM head for residual rows `rows`: logits [rows.count, vocab] into `out`.
-    private func head(rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
-        let dim = config.dim
-        let first = scratch.residual.pointer + rows.lowerBound * dim
-        let normed = scratch.normed.pointer
-        CPUKernels.rmsNorm(first, tokens: rows.count, dim: dim, weight: weights.outputNorm.pointer,
-                           epsilon: Float(config.rmsNormEpsilon), into: normed)
-        CPUKernels.matmul(normed, xStride: dim, tokens: rows.count, weights.output.pointer, inDim: dim,
-                          outDim: config.vocabularySize, out, yStride: config.vocabularySize, parallel: parallel)
     }
 }

@@ -13,8 +13,12 @@ public struct StreamingDetokenizer {
     private var pending: [UInt8] = []
     private var atStart = true
 
-    public init(tokenizer: any Tokenizer) {
+    /// - Parameter continuingText: the tokens continue text already decoded (a prompt with a
+    ///   non-control token): SentencePiece then keeps the first token's leading space, as decoding
+    ///   prompt and continuation together would.
+    public init(tokenizer: any Tokenizer, continuingText: Bool = false) {
         self.tokenizer = tokenizer
+        atStart = !continuingText
     }
 
     /// Adds one token; returns the text it completes (often empty while a character is incomplete).
@@ -27,6 +31,10 @@ public struct StreamingDetokenizer {
         pending.removeFirst(complete)
         return text
     }
+
+    /// True while bytes of an unfinished character are held back (the text of the tokens so far is
+    /// not all known yet).
+    public var isHoldingBytes: Bool { !pending.isEmpty }
 
     /// Returns whatever is held back (an unfinished character becomes U+FFFD) and starts over.
     public mutating func finish() -> String {

@@ -19,6 +19,8 @@ public struct Sampler: Sendable {
     private var probabilities: [Float] = []
     /// Occurrences of each token in the penalty window.
     private var counts: [Int32: Int] = [:]
+    /// The penalized logits, kept for the chosen token's log-probability: [vocab].
+    private var penalized: [Float] = []
 
     /// A sampler; `parameters` should have passed `validate()`.
     public init(_ parameters: SamplingParameters) {
@@ -39,10 +41,31 @@ public struct Sampler: Sendable {
     /// The next token for `logits` ([vocab]) after `history` (all tokens so far, prompt included; the
     /// penalties look at its last `penaltyWindow`).
     public mutating func sample(_ logits: [Float], history: some BidirectionalCollection<Int32> = [Int32]()) -> Int32 {
+        sample(logits, history: history, topLogprobs: nil).token
+    }
+
+    /// The next token, and with `topLogprobs` (n >= 0) its log-probability and the n most likely
+    /// tokens' under the penalized logits (log-softmax before temperature and the filters: what
+    /// OpenAI and vLLM report). The token drawn is the same as `sample(_:history:)`'s.
+    public mutating func sample(
+        _ logits: some Collection<Float>, history: some BidirectionalCollection<Int32> = [Int32](), topLogprobs: Int?
+    ) -> SampledToken {
         precondition(!logits.isEmpty, "Sampler.sample: no logits")
         working.removeAll(keepingCapacity: true)
         working.append(contentsOf: logits)
         if parameters.hasPenalties { applyPenalties(history) }
+        guard let n = topLogprobs else { return SampledToken(token: choose(logits)) }
+        let logSumExp = LogSoftmax.logSumExp(working)
+        let top = LogSoftmax.top(n, of: working, logSumExp: logSumExp)
+        penalized.removeAll(keepingCapacity: true)
+        penalized.append(contentsOf: working)
+        let token = choose(logits)
+        return SampledToken(token: token, logprob: penalized[Int(token)] - logSumExp, topLogprobs: top)
+    }
+
+    /// Picks from the penalized logits in `working` (`logits`: the raw ones, the fallback when every
+    /// token is banned).
+    private mutating func choose(_ logits: some Collection<Float>) -> Int32 {
         if parameters.temperature == 0 { return Self.argmax(working) }
 
         // Tempered logits; top-k and top-p need the candidates most likely first.
@@ -128,5 +151,20 @@ public struct Sampler: Sendable {
             logit -= parameters.frequencyPenalty * Float(count) + parameters.presencePenalty
             working[Int(id)] = logit
         }
+    }
+}
+
+/// What `Sampler.sample(_:history:topLogprobs:)` returns.
+public struct SampledToken: Sendable, Equatable {
+    public var token: Int32
+    /// The token's log-probability (nil when not asked for).
+    public var logprob: Float?
+    /// The most likely tokens, most likely first (empty when not asked for).
+    public var topLogprobs: [ScoredToken]
+
+    public init(token: Int32, logprob: Float? = nil, topLogprobs: [ScoredToken] = []) {
+        self.token = token
+        self.logprob = logprob
+        self.topLogprobs = topLogprobs
     }
 }

@@ -6,8 +6,8 @@ import Model
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self])
+        abstract: "Benchmarks: our figure and the baseline's from the same run, and their ratio (GPU kernels, decode steps, the serving engine).",
+        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self, Throughput.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CPUBackend
+import Engine
 import Model
 import Sampling
 
@@ -7,10 +7,10 @@ import Sampling
 import Glibc
 #endif
 
-struct Chat: ParsableCommand {
+struct Chat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Chat with the model on the CPU: one message per line on stdin, replies on stdout.",
-        discussion: "Keeps the conversation in the model's chat template. Commands: /reset forgets the conversation, /exit (or end of input) quits. Works with piped input too: each line is one user message.")
+        discussion: "Keeps the conversation in the model's chat template; the engine's prefix cache keeps earlier turns' KV blocks, so each reply runs only the new tokens (in whole blocks). Commands: /reset forgets the conversation, /exit (or end of input) quits. Works with piped input too: each line is one user message.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingOptions
@@ -32,16 +32,16 @@ struct Chat: ParsableCommand {
         if ctx < 16 { throw ValidationError("--ctx must be at least 16") }
     }
 
-    func run() throws {
+    func run() async throws {
         let source = try modelOptions.open()
         let tokenizer = try modelOptions.tokenizer(source)
         let template = try modelOptions.chatTemplate(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
         if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
-        let model = try modelOptions.cpuModel(source)
-        let contextLength = min(ctx, model.config.contextLength)
-        var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: contextLength)
-        var sampler = Sampler(sampling.parameters)
+        let (engine, _) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
+        let contextLength = engine.contextLength
+        // Each reply samples with its own seed: the given one, then one more per reply (reproducible with --seed).
+        var parameters = sampling.parameters
         let interactive = isatty(0) == 1
         var stderr = StandardError()
         if interactive { print("Chatting with \(modelOptions.path). /reset forgets, /exit quits.", to: &stderr) }
@@ -71,13 +71,20 @@ struct Chat: ParsableCommand {
                 history.removeLast()
                 continue
             }
-            let (tokens, replyStats) = try orFail("") {
-                try generator.generate(prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens, emit: writeOut)
+            let request = GenerationRequest(id: "chat", prompt: prompt, sampling: parameters, maxTokens: maxTokens, stopTokens: stopTokens)
+            parameters.seed &+= 1
+            let reply: StreamedCompletion
+            do {
+                reply = try await StreamedCompletion(request, on: engine)
+            } catch {
+                await engine.shutdown()
+                throw fail("\(error)")
             }
             writeOut(interactive ? "\n" : "\n\n")
-            history.append(ChatMessage(role: .assistant, content: tokenizer.decode(tokens)))
-            if stats { print(replyStats.summary, to: &stderr) }
+            history.append(ChatMessage(role: .assistant, content: tokenizer.decode(reply.tokens)))
+            if stats { print(reply.summary, to: &stderr) }
         }
+        await engine.shutdown()
     }
 }
 

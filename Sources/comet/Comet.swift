@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct Comet: ParsableCommand {
+struct Comet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "comet",
         abstract: "Serve LLaMA-family models at W4AxKV4 (FMPQ) with comet's own GPU kernels.",

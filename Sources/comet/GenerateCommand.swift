@@ -1,12 +1,12 @@
 import ArgumentParser
-import CPUBackend
+import Engine
 import Model
 import Sampling
 
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text from a prompt on the CPU, streaming it; tokens/s go to stderr.",
-        discussion: "Special tokens written in the prompt (e.g. <|im_start|>) are recognized. With --chat the prompt is a user message put into the model's chat template.")
+        discussion: "Special tokens written in the prompt (e.g. <|im_start|>) are recognized. With --chat the prompt is a user message put into the model's chat template. Runs through the serving engine (the CPU runner).")
 
     @Argument(help: "The prompt.")
     var prompt: String
@@ -32,7 +32,7 @@ struct Generate: ParsableCommand {
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
     }
 
-    func run() throws {
+    func run() async throws {
         let source = try modelOptions.open()
         let tokenizer = try modelOptions.tokenizer(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
@@ -49,14 +49,18 @@ struct Generate: ParsableCommand {
         }
         guard !ids.isEmpty else { throw fail("the prompt is empty") }
 
-        let model = try modelOptions.cpuModel(source)
-        var generator = TextGenerator(model: model, tokenizer: tokenizer, contextLength: min(ctx, model.config.contextLength))
-        var sampler = Sampler(sampling.parameters)
-        let (_, stats) = try orFail("") {
-            try generator.generate(prompt: ids, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens, emit: writeOut)
+        let (engine, threads) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
+        let request = GenerationRequest(id: "generate", prompt: ids, sampling: sampling.parameters, maxTokens: maxTokens, stopTokens: stopTokens)
+        let completion: StreamedCompletion
+        do {
+            completion = try await StreamedCompletion(request, on: engine)
+        } catch {
+            await engine.shutdown()
+            throw fail("\(error)")
         }
+        await engine.shutdown()
         writeOut("\n")
         var stderr = StandardError()
-        print(stats.summary + " (\(model.threads) threads)", to: &stderr)
+        print(completion.summary + " (\(threads) threads)", to: &stderr)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CPUBackend
+import Engine
 import Model
 
 #if canImport(Glibc)
@@ -51,9 +52,30 @@ struct ModelOptions: ParsableArguments {
         try orFail("\(path)") { try source.chatTemplate() }
     }
 
-    /// The model loaded for the CPU backend (weights converted to fp32).
-    func cpuModel(_ source: ModelSource) throws -> LlamaCPUModel {
-        try orFail("\(path)") { try LlamaCPUModel(weights: source.weights, threads: threads) }
+    /// The model loaded for the CPU backend (weights converted to fp32); `maxBatchTokens` rows run
+    /// through the weights together.
+    func cpuModel(_ source: ModelSource, maxBatchTokens: Int = 128) throws -> LlamaCPUModel {
+        try orFail("\(path)") { try LlamaCPUModel(weights: source.weights, threads: threads, maxBatchTokens: maxBatchTokens) }
+    }
+
+    /// The serving engine on the CPU runner: sequences of up to `contextLength` positions (at most the
+    /// model's), a KV cache of `kvTokens` positions (nil: one sequence's worth) in blocks of 16, steps
+    /// of at most `stepTokens` tokens and `maxBatch` sequences. Also returns the model's thread count.
+    func cpuEngine(
+        _ source: ModelSource, tokenizer: any Tokenizer, contextLength: Int, kvTokens: Int? = nil, maxBatch: Int,
+        stepTokens: Int, maxWaiting: Int = 1024
+    ) throws -> (engine: LLMEngine, threads: Int) {
+        let model = try cpuModel(source, maxBatchTokens: stepTokens)
+        let contextLength = min(contextLength, model.config.contextLength)
+        // A model file without a recognizable chat template can still generate plain text.
+        let template = (try? source.chatTemplate()) ?? .chatML(defaultSystemPrompt: nil)
+        return try orFail("") {
+            let runner = try CPUModelRunner(model: model, kvBlockCount: CPUModelRunner.blocks(forTokens: kvTokens ?? contextLength),
+                                            maxStepTokens: stepTokens, maxStepSequences: maxBatch)
+            let engine = try LLMEngine(runner: runner, tokenizer: tokenizer, chatTemplate: template, configuration: EngineConfiguration(
+                modelName: path, maxWaitingRequests: maxWaiting, contextLength: contextLength))
+            return (engine, model.threads)
+        }
     }
 }
 
@@ -77,6 +99,11 @@ func writeOut(_ text: String) {
 
 /// Seconds elapsed since `start`.
 func seconds(since start: ContinuousClock.Instant) -> Double {
-    let elapsed = ContinuousClock.now - start
+    seconds(from: start, to: .now)
+}
+
+/// Seconds from `start` to `end`.
+func seconds(from start: ContinuousClock.Instant, to end: ContinuousClock.Instant) -> Double {
+    let elapsed = end - start
     return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
 }

@@ -1,8 +1,10 @@
 import CPUBackend
+import Engine
 import FMPQModel
 import Foundation
 import Model
 import Quant
+import Sampling
 import Testing
 
 /// Records the input of one linear (the test's window onto a real layer).
@@ -133,6 +135,40 @@ struct FMPQModelTests {
             guard case .checksumMismatch = error as? CheckpointError else { return false }
             return "\(error)".contains("corrupt")
         }
+    }
+
+    /// A quantized checkpoint serves on the CPU through the engine: the runner (paged KV, hooks called
+    /// per sequence) gives the logits of the model's own forward with the same hooks, and the engine
+    /// the greedy tokens of direct forward calls.
+    @Test func aQuantizedModelServesThroughTheCPURunner() async throws {
+        let (model, tokenizer) = try Self.model()
+        let (observed, _) = try Self.calibration(length: 12)
+        let checkpoint = try ModelQuantizer.quantize(
+            model: model, calibration: observed, settings: QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn), kv4: true),
+            modelFile: Assets.gguf!, modelFileSHA256: nil, source: CalibrationSource(text: "test text"))
+        try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: .init(kv4: true))
+        defer { model.hooks = nil }
+        let prompt = Array(tokenizer.encode(Assets.text, addBOS: false, parseSpecial: false).prefix(6))
+
+        let cache = model.makeCache(capacity: 8)
+        var direct: [Float] = []
+        try model.forward(prompt, at: 0, cache: cache, logits: &direct)
+        let runner = try CPUModelRunner(model: model, kvBlockSize: 4, kvBlockCount: 8, maxStepTokens: 8, maxStepSequences: 2)
+        var viaRunner: [Float] = []
+        try runner.execute([StepSequence(tokens: prompt, firstPosition: 0, blockTable: [5, 2], needsLogits: true)], logits: &viaRunner)
+        #expect(viaRunner == direct)
+
+        var greedy = [Sampler.argmax(direct)]
+        try model.forward([greedy[0]], at: prompt.count, cache: cache, logits: &direct)
+        greedy.append(Sampler.argmax(direct))
+        let engine = try LLMEngine(runner: runner, tokenizer: tokenizer, chatTemplate: .chatML(defaultSystemPrompt: nil),
+                                   configuration: EngineConfiguration(modelName: "fmpq"))
+        var served: [Int32] = []
+        for try await event in try engine.generate(GenerationRequest(id: "q", prompt: prompt, maxTokens: 2, ignoreEndOfText: true)) {
+            if case let .tokens(tokens) = event { served += tokens.map(\.token) }
+        }
+        await engine.shutdown()
+        #expect(served == greedy)
     }
 
     @Test func calibrationWindowsSpreadOverTheText() {

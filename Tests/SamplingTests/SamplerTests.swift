@@ -94,3 +94,55 @@ struct SamplerTests {
         #expect(throws: Never.self) { try SamplingParameters(temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05).validate() }
     }
 }
+
+/// Log-probabilities against a Double reference.
+struct LogprobTests {
+    static let logits: [Float] = [1.5, -2, 3.25, 3.25, 0, -Float.infinity, 0.5]
+
+    static func referenceLogprob(_ i: Int, _ values: [Float]) -> Double {
+        let m = Double(values.max()!)
+        let sum = values.reduce(0.0) { $0 + exp(Double($1) - m) }
+        return Double(values[i]) - m - log(sum)
+    }
+
+    @Test func logSumExpIsStable() {
+        #expect(abs(Double(LogSoftmax.logSumExp(Self.logits)) - (Double(Self.logits[2]) - Self.referenceLogprob(2, Self.logits))) < 1e-5)
+        #expect(LogSoftmax.logSumExp([1000, 1000]) == 1000 + Float(log(2.0)))
+        #expect(LogSoftmax.logSumExp([-Float.infinity, -.infinity]) == -.infinity)
+    }
+
+    @Test func topIsSortedWithTiesToTheLowerIndex() {
+        let lse = LogSoftmax.logSumExp(Self.logits)
+        let top = LogSoftmax.top(4, of: Self.logits, logSumExp: lse)
+        #expect(top.map(\.token) == [2, 3, 0, 6])
+        for entry in top {
+            #expect(abs(Double(entry.logprob) - Self.referenceLogprob(Int(entry.token), Self.logits)) < 1e-5)
+        }
+        #expect(LogSoftmax.top(0, of: Self.logits, logSumExp: lse).isEmpty)
+        #expect(LogSoftmax.top(100, of: Self.logits, logSumExp: lse).count == Self.logits.count)
+    }
+
+    @Test func samplingWithLogprobsDrawsTheSameTokens() throws {
+        let parameters = SamplingParameters(temperature: 0.8, topP: 0.9, seed: 9)
+        var plain = Sampler(parameters), scored = Sampler(parameters)
+        for _ in 0..<200 {
+            let result = scored.sample(SamplerTests.logits, topLogprobs: 3)
+            #expect(result.token == plain.sample(SamplerTests.logits))
+            let logprob = try #require(result.logprob)
+            #expect(abs(Double(logprob) - Self.referenceLogprob(Int(result.token), SamplerTests.logits)) < 1e-5)
+            #expect(result.topLogprobs.map(\.token) == [1, 3, 5])
+        }
+    }
+
+    @Test func logprobsAreOfThePenalizedLogits() {
+        // A repetition penalty of 2 halves the positive logit of token 2 (seen in the history).
+        var sampler = Sampler(SamplingParameters(temperature: 0, repetitionPenalty: 2))
+        let result = sampler.sample(Self.logits, history: [2], topLogprobs: 1)
+        var penalized = Self.logits
+        penalized[2] /= 2
+        #expect(result.token == 3)
+        #expect(abs(Double(result.logprob!) - Self.referenceLogprob(3, penalized)) < 1e-5)
+        #expect(result.topLogprobs.map(\.token) == [3])
+        #expect(sampler.sample(Self.logits, history: [2], topLogprobs: nil).logprob == nil)
+    }
+}
