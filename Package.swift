@@ -59,6 +59,7 @@ let package = Package(
             name: "comet",
             dependencies: [
                 "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant", "Engine",
+                "GPUBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

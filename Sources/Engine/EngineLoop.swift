@@ -19,6 +19,8 @@ final class EngineLoop: @unchecked Sendable {
     private var outbox: [(continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, delivery: Delivery)] = []
     /// [rows, vocab]: the runner's output, reused between steps.
     private var logits: [Float] = []
+    /// [rows]: the runner's greedy tokens, for steps where every row is plain greedy.
+    private var greedyTokens: [Int32] = []
     private var lastBatchSize = 0
 
     init(
@@ -97,11 +99,25 @@ final class EngineLoop: @unchecked Sendable {
             }
             return
         }
+        // When every row is plain greedy without log-probabilities, the runner picks the tokens
+        // itself (on the GPU: S ids cross to the host instead of S x vocab logits).
+        let greedy = output.chunks.allSatisfy { chunk in
+            guard chunk.needsLogits else { return true }
+            guard let request = contexts[chunk.sequence.id]?.request else { return false }
+            return request.sampling.isPlainGreedy && request.topLogprobs == nil
+        }
+        let rows = output.chunks.reduce(0) { $0 + ($1.needsLogits ? 1 : 0) }
         do {
-            try runner.execute(output.stepSequences, logits: &logits)
-            let rows = output.chunks.reduce(0) { $0 + ($1.needsLogits ? 1 : 0) }
-            guard logits.count == rows * vocabularySize else {
-                throw EngineError.runnerFailed("the runner returned \(logits.count) logits for \(rows) rows of \(vocabularySize)")
+            if greedy {
+                try runner.executeGreedy(output.stepSequences, tokens: &greedyTokens)
+                guard greedyTokens.count == rows else {
+                    throw EngineError.runnerFailed("the runner returned \(greedyTokens.count) tokens for \(rows) rows")
+                }
+            } else {
+                try runner.execute(output.stepSequences, logits: &logits)
+                guard logits.count == rows * vocabularySize else {
+                    throw EngineError.runnerFailed("the runner returned \(logits.count) logits for \(rows) rows of \(vocabularySize)")
+                }
             }
         } catch {
             let failure = (error as? EngineError) ?? .runnerFailed("\(error)")
@@ -113,17 +129,23 @@ final class EngineLoop: @unchecked Sendable {
         scheduler.didRun(output)
         var row = 0
         for chunk in output.chunks where chunk.needsLogits {
-            let rowLogits = logits[(row * vocabularySize)..<((row + 1) * vocabularySize)]
-            row += 1
-            if let context = contexts[chunk.sequence.id] { advance(context, logits: rowLogits) }
+            defer { row += 1 }
+            guard let context = contexts[chunk.sequence.id] else { continue }
+            if greedy {
+                advance(context, SampledToken(token: greedyTokens[row]))
+            } else {
+                let sampled = context.sampler.sample(
+                    logits[(row * vocabularySize)..<((row + 1) * vocabularySize)], history: context.sequence.tokens,
+                    topLogprobs: context.request.topLogprobs)
+                advance(context, sampled)
+            }
         }
     }
 
     /// Samples the request's next token and yields what it completes; ends the request at a stop
     /// token, a stop string, its token limit or the context's end.
-    private func advance(_ context: RequestContext, logits: ArraySlice<Float>) {
+    private func advance(_ context: RequestContext, _ sampled: SampledToken) {
         let sequence = context.sequence
-        let sampled = context.sampler.sample(logits, history: sequence.tokens, topLogprobs: context.request.topLogprobs)
         if context.stopTokens.contains(sampled.token) {
             finish(context, .stop)
             return

@@ -44,6 +44,10 @@ public struct SamplingParameters: Sendable, Equatable {
     /// True when the penalties change nothing.
     var hasPenalties: Bool { repetitionPenalty != 1 || frequencyPenalty != 0 || presencePenalty != 0 }
 
+    /// Greedy with no penalties: the token is the logits' argmax, which a GPU runner can pick
+    /// without copying the logits (`ModelRunner.executeGreedy`).
+    public var isPlainGreedy: Bool { temperature == 0 && !hasPenalties }
+
     /// Throws `SamplingError.invalid` naming the first parameter out of range.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws {

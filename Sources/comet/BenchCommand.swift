@@ -188,13 +188,7 @@ struct Bench: ParsableCommand {
 
         var batches: [Int] { batch.split(separator: ",").compactMap { Int($0) } }
 
-        var config: ModelConfig? {
-            switch synthetic {
-            case "llama3-8b": .llama3_8B
-            case "llama3-70b": .llama3_70B
-            default: nil
-            }
-        }
+        var config: ModelConfig? { DecodeBenchmarkShapes.config(synthetic) }
 
         func validate() throws {
             guard config != nil else { throw ValidationError("--synthetic is llama3-8b or llama3-70b") }

@@ -14,6 +14,7 @@ struct Chat: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var backend: BackendOptions
 
     @Option(help: "The most tokens of one reply.")
     var maxTokens = 512
@@ -33,12 +34,13 @@ struct Chat: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let source = try modelOptions.open()
+        let (source, checkpoint) = try backend.open(modelOptions)
         let tokenizer = try modelOptions.tokenizer(source)
         let template = try modelOptions.chatTemplate(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
         if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
-        let (engine, _) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
+        let (engine, _) = try backend.engine(
+            modelOptions, source: source, checkpoint: checkpoint, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
         let contextLength = engine.contextLength
         // Each reply samples with its own seed: the given one, then one more per reply (reproducible with --seed).
         var parameters = sampling.parameters

@@ -13,6 +13,7 @@ struct Generate: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var backend: BackendOptions
 
     @Option(help: "The most tokens to generate.")
     var maxTokens = 256
@@ -33,7 +34,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let source = try modelOptions.open()
+        let (source, checkpoint) = try backend.open(modelOptions)
         let tokenizer = try modelOptions.tokenizer(source)
         var stopTokens = Set([tokenizer.eosTokenID].compactMap { $0 })
         let ids: [Int32]
@@ -49,7 +50,8 @@ struct Generate: AsyncParsableCommand {
         }
         guard !ids.isEmpty else { throw fail("the prompt is empty") }
 
-        let (engine, threads) = try modelOptions.cpuEngine(source, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
+        let (engine, description) = try backend.engine(
+            modelOptions, source: source, checkpoint: checkpoint, tokenizer: tokenizer, contextLength: ctx, maxBatch: 1, stepTokens: 128)
         let request = GenerationRequest(id: "generate", prompt: ids, sampling: sampling.parameters, maxTokens: maxTokens, stopTokens: stopTokens)
         let completion: StreamedCompletion
         do {
@@ -61,6 +63,6 @@ struct Generate: AsyncParsableCommand {
         await engine.shutdown()
         writeOut("\n")
         var stderr = StandardError()
-        print(completion.summary + " (\(threads) threads)", to: &stderr)
+        print(completion.summary + " (\(description))", to: &stderr)
     }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import CPUBackend
 import Engine
+import FMPQModel
 import Model
+import Quant
 
 #if canImport(Glibc)
 import Glibc
@@ -63,9 +65,16 @@ struct ModelOptions: ParsableArguments {
     /// of at most `stepTokens` tokens and `maxBatch` sequences. Also returns the model's thread count.
     func cpuEngine(
         _ source: ModelSource, tokenizer: any Tokenizer, contextLength: Int, kvTokens: Int? = nil, maxBatch: Int,
-        stepTokens: Int, maxWaiting: Int = 1024
+        stepTokens: Int, maxWaiting: Int = 1024, checkpoint: QuantizedCheckpoint? = nil
     ) throws -> (engine: LLMEngine, threads: Int) {
         let model = try cpuModel(source, maxBatchTokens: stepTokens)
+        if let checkpoint {
+            // The checkpoint's exact integer reference: W4Ax linears and KV4 as the checkpoint says.
+            try orFail("\(path)") {
+                try QuantizedModelHooks.install(on: model, checkpoint: checkpoint,
+                                                evaluation: QuantizedEvaluation(kv4: checkpoint.kvCache.bits == 4))
+            }
+        }
         let contextLength = min(contextLength, model.config.contextLength)
         // A model file without a recognizable chat template can still generate plain text.
         let template = (try? source.chatTemplate()) ?? .chatML(defaultSystemPrompt: nil)

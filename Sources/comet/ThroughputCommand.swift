@@ -1,5 +1,7 @@
 import ArgumentParser
+import CUDA
 import Engine
+import GPUBackend
 import FoundationEssentials
 import Model
 
@@ -7,10 +9,17 @@ extension Bench {
     /// Offline serving throughput: every request submitted at once, as vLLM's benchmark_throughput.
     struct Throughput: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Offline serving throughput of the engine on the CPU runner: N requests of random tokens submitted at once.",
+            abstract: "Offline serving throughput of the engine (CPU or GPU runner): N requests of random tokens submitted at once.",
             discussion: "Prints input and output tokens/s over the whole run, and per-request time to first token (TTFT) and time per output token after the first (TPOT), p50 and p99. Every request generates exactly --output-len tokens (end-of-text is ignored).")
 
         @OptionGroup var modelOptions: ModelOptions
+        @OptionGroup var backend: BackendOptions
+
+        @Option(help: "GPU only: a synthetic model of this shape instead of --model (llama3-8b or llama3-70b: random W4AxKV4 weights, or bf16 with --bf16).")
+        var synthetic: String?
+
+        @Flag(help: "With --synthetic: bf16 weights and KV cache (the baseline) instead of W4AxKV4.")
+        var bf16 = false
 
         @Option(help: "Requests, all submitted at once.")
         var requests = 32
@@ -41,6 +50,7 @@ extension Bench {
             guard inputLen >= 1, outputLen >= 1 else { throw ValidationError("--input-len and --output-len must be at least 1") }
             guard maxBatch >= 1, stepTokens >= 1 else { throw ValidationError("--max-batch and --step-tokens must be at least 1") }
             if let kvTokens, kvTokens < 1 { throw ValidationError("--kv-tokens must be at least 1") }
+            try validateSynthetic()
         }
 
         /// What one run measured.
@@ -56,17 +66,23 @@ extension Bench {
             var tpotP50: Double
             var tpotP99: Double
             var preemptions: Int
-            var threads: Int
+            var runner: String
         }
 
         func run() async throws {
-            let source = try modelOptions.open()
-            let tokenizer = try modelOptions.tokenizer(source)
-            let vocabulary = source.config.vocabularySize
-            let kv = kvTokens ?? min(requests * (inputLen + outputLen), 32768)
-            let (engine, threads) = try modelOptions.cpuEngine(
-                source, tokenizer: tokenizer, contextLength: inputLen + outputLen, kvTokens: kv, maxBatch: maxBatch,
-                stepTokens: stepTokens, maxWaiting: requests)
+            let kv = kvTokens ?? min(requests * (inputLen + outputLen), synthetic == nil ? 32768 : 1 << 20)
+            let engine: LLMEngine, description: String, vocabulary: Int
+            if let synthetic {
+                (engine, description) = try syntheticEngine(synthetic, kvTokens: kv)
+                vocabulary = engine.tokenizer.vocabularySize
+            } else {
+                let (source, checkpoint) = try backend.open(modelOptions)
+                let tokenizer = try modelOptions.tokenizer(source)
+                vocabulary = source.config.vocabularySize
+                (engine, description) = try backend.engine(
+                    modelOptions, source: source, checkpoint: checkpoint, tokenizer: tokenizer, contextLength: inputLen + outputLen,
+                    kvTokens: kv, maxBatch: maxBatch, stepTokens: stepTokens, maxWaiting: requests)
+            }
             var random = SeededRandom(seed: seed)
             let prompts = (0..<requests).map { _ in (0..<inputLen).map { _ in Int32(random.next() % UInt64(vocabulary)) } }
 
@@ -97,9 +113,9 @@ extension Bench {
                 outputTokensPerSecond: Double(timings.reduce(0) { $0 + $1.tokens }) / total,
                 ttftP50: percentile(ttft, 50), ttftP99: percentile(ttft, 99),
                 tpotP50: percentile(tpot, 50), tpotP99: percentile(tpot, 99),
-                preemptions: statistics.preemptions, threads: threads)
+                preemptions: statistics.preemptions, runner: description)
             print("""
-                \(requests) requests x \(inputLen) in / \(outputLen) out on the CPU runner (\(threads) threads, \
+                \(requests) requests x \(inputLen) in / \(outputLen) out on the \(description) (\
                 batch <= \(maxBatch), <= \(stepTokens) tokens/step, KV \(kv) positions): \(format2(total)) s
                   throughput: \(format1(result.inputTokensPerSecond)) input tokens/s, \(format1(result.outputTokensPerSecond)) output tokens/s
                   TTFT: p50 \(milliseconds(result.ttftP50)) ms, p99 \(milliseconds(result.ttftP99)) ms
@@ -158,4 +174,55 @@ struct SeededRandom {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+extension Bench.Throughput {
+    func validateSynthetic() throws {
+        guard let synthetic else { return }
+        guard backend.backend == .gpu else { throw ValidationError("--synthetic needs --backend gpu") }
+        guard DecodeBenchmarkShapes.config(synthetic) != nil else { throw ValidationError("--synthetic is llama3-8b or llama3-70b") }
+    }
+
+    /// The engine on a synthetic model of `name`'s shape on the GPU (weights from a fixed seed).
+    func syntheticEngine(_ name: String, kvTokens: Int) throws -> (LLMEngine, String) {
+        try orFail("GPU backend") {
+            let config = DecodeBenchmarkShapes.config(name)!
+            let library = try backend.gpu.makeLibrary()
+            let weights = try GPUModelWeights.synthetic(config: config, quantized: !bf16, seed: 1, context: library.context)
+            let contextLength = min(config.contextLength, inputLen + outputLen)
+            let runner = try GPUModelRunner(
+                weights: weights,
+                options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: (kvTokens + 15) / 16, maxStepTokens: stepTokens,
+                                          maxStepSequences: maxBatch, contextLength: contextLength),
+                library: library, blas: try CuBLASLt.load(search: backend.gpu.librarySearch))
+            let engine = try LLMEngine(
+                runner: runner, tokenizer: SyntheticTokenizer(vocabularySize: config.vocabularySize), chatTemplate: .chatML(defaultSystemPrompt: nil),
+                configuration: EngineConfiguration(modelName: name, maxWaitingRequests: requests, contextLength: contextLength, endOfTextTokens: []))
+            return (engine, "GPU runner on \(library.context.device.name), synthetic \(name) \(bf16 ? "bf16" : "W4AxKV4")")
+        }
+    }
+}
+
+/// The shapes `--synthetic` names.
+enum DecodeBenchmarkShapes {
+    static func config(_ name: String) -> ModelConfig? {
+        switch name {
+        case "llama3-8b": .llama3_8B
+        case "llama3-70b": .llama3_70B
+        default: nil
+        }
+    }
+}
+
+/// A tokenizer for synthetic models: ids have no text (benchmarks submit token ids and ignore the
+/// text), so detokenizing costs nothing and never depends on a real vocabulary.
+struct SyntheticTokenizer: Tokenizer {
+    let vocabularySize: Int
+    var bosTokenID: Int32? { nil }
+    var eosTokenID: Int32? { nil }
+    var addsBOS: Bool { false }
+    func encode(_ text: String, addBOS: Bool, parseSpecial: Bool) -> [Int32] { [] }
+    func appendBytes(of id: Int32, atStart: Bool, to bytes: inout [UInt8]) {}
+    func isControl(_ id: Int32) -> Bool { false }
+    func tokenID(for text: String) -> Int32? { nil }
 }
