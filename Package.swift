@@ -5,6 +5,7 @@ import PackageDescription
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
 //   comet (CLI) -> CPUBackend -> Model -> Quant (safetensors);  comet -> Sampling
+//   comet (CLI) -> Server (OpenAI HTTP API, the only JSON) -> Engine -> Model, Sampling
 let package = Package(
     name: "comet",
     platforms: [.macOS(.v15)],
@@ -13,6 +14,14 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The HTTP server. No traits: its defaults pull in full Foundation (and ICU), which the
+        // static binary keeps out (scripts/build-gpu-binary.sh); FoundationEssentials is enough.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // The HTTP client of `comet bench serve` (HummingbirdTesting builds it anyway).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Thin Swift bindings of the CUDA driver API and NVRTC, loaded with dlopen:
@@ -36,6 +45,25 @@ let package = Package(
         // The serving engine: requests, scheduler (continuous batching, chunked prefill, preemption),
         // paged KV block manager with prefix caching; runs any backend through `ModelRunner`.
         .target(name: "Engine", dependencies: ["Model", "Sampling"]),
+        // `comet serve`: the OpenAI-compatible HTTP API over any `GenerationEngine` (routes, OpenAI
+        // types, SSE, auth, Prometheus metrics, graceful shutdown). The only module that touches JSON.
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Model", "Sampling",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // `comet bench serve`: the HTTP load generator (streaming clients; throughput, TTFT, TPOT).
+        .target(
+            name: "ServeBenchmark",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
@@ -51,6 +79,7 @@ let package = Package(
             name: "comet",
             dependencies: [
                 "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant",
+                "Engine", "Server", "ServeBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,5 +103,18 @@ let package = Package(
         .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
         // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
         .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Model", "Quant"]),
+        // The server against a fake engine: every route and error in-process, streaming, disconnects,
+        // load and `comet bench serve`'s client on a real loopback port.
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "ServeBenchmark", "Engine", "Model", "Sampling",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
     ]
 )
