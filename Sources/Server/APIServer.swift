@@ -3,6 +3,7 @@ import FoundationEssentials
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// How `comet serve` listens and what it accepts. Built at the edge (the CLI), validated there.
 public struct APIServerConfiguration: Sendable {
@@ -73,11 +74,16 @@ public struct APIServer: Sendable {
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the type's comment).
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try await makeServiceGroup(signals: [.sigterm, .sigint], onListening: onListening).run()
+    }
+
+    /// The service group `run` runs: graceful shutdown on `signals` (or `triggerGracefulShutdown()`),
+    /// escalated to cancellation after `shutdownGracePeriod`.
+    public func makeServiceGroup(signals: [UnixSignal], onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> ServiceGroup {
         var group = ServiceGroupConfiguration(
-            services: [.init(service: makeApplication(onListening: onListening))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: [.init(service: makeApplication(onListening: onListening))], gracefulShutdownSignals: signals, logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownGracePeriod
-        try await ServiceGroup(configuration: group).run()
+        return ServiceGroup(configuration: group)
     }
 }
 
