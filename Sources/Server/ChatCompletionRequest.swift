@@ -26,7 +26,7 @@ struct ChatCompletionRequest: Decodable, Sendable {
         messages = try container.decode([MessageValue].self, forKey: .messages).map(\.message)
         guard !messages.isEmpty else { throw APIError.invalidRequest("messages must not be empty", param: "messages") }
         logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs) ?? false
-        topLogprobs = try container.decodeIfPresent(Int.self, forKey: .topLogprobs)
+        topLogprobs = try container.decodeIntegerIfPresent(Int.self, forKey: .topLogprobs)
         if let topLogprobs {
             guard (0...Self.maxTopLogprobs).contains(topLogprobs) else {
                 throw APIError.invalidRequest("top_logprobs must be between 0 and \(Self.maxTopLogprobs), not \(topLogprobs)", param: "top_logprobs")

@@ -29,7 +29,7 @@ struct CompletionRequest: Decodable, Sendable {
         parameters = try GenerationParameters(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         prompt = try container.decode(PromptValue.self, forKey: .prompt).prompt
-        logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
+        logprobs = try container.decodeIntegerIfPresent(Int.self, forKey: .logprobs)
         if let logprobs, !(0...Self.maxLogprobs).contains(logprobs) {
             throw APIError.invalidRequest("logprobs must be between 0 and \(Self.maxLogprobs), not \(logprobs)", param: "logprobs")
         }

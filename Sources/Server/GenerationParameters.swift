@@ -52,8 +52,8 @@ struct GenerationParameters: Sendable, Equatable {
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         model = try container.decode(String.self, forKey: .model)
-        let maxTokens = try container.decodeIfPresent(Int.self, forKey: .maxTokens)
-        let maxCompletionTokens = try container.decodeIfPresent(Int.self, forKey: .maxCompletionTokens)
+        let maxTokens = try container.decodeIntegerIfPresent(Int.self, forKey: .maxTokens)
+        let maxCompletionTokens = try container.decodeIntegerIfPresent(Int.self, forKey: .maxCompletionTokens)
         if let maxTokens, let maxCompletionTokens, maxTokens != maxCompletionTokens {
             throw APIError.invalidRequest(
                 "max_tokens (\(maxTokens)) and max_completion_tokens (\(maxCompletionTokens)) disagree; send one of them",
@@ -63,14 +63,14 @@ struct GenerationParameters: Sendable, Equatable {
         if maxCompletionTokens != nil { maxTokensParam = "max_completion_tokens" }
         temperature = try container.decodeIfPresent(Double.self, forKey: .temperature)
         topP = try container.decodeIfPresent(Double.self, forKey: .topP)
-        topK = try container.decodeIfPresent(Int.self, forKey: .topK)
+        topK = try container.decodeIntegerIfPresent(Int.self, forKey: .topK)
         minP = try container.decodeIfPresent(Double.self, forKey: .minP)
         stop = try container.decodeIfPresent(StopStrings.self, forKey: .stop)?.strings ?? []
-        seed = try container.decodeIfPresent(Int64.self, forKey: .seed)
+        seed = try container.decodeIntegerIfPresent(Int64.self, forKey: .seed)
         presencePenalty = try container.decodeIfPresent(Double.self, forKey: .presencePenalty)
         frequencyPenalty = try container.decodeIfPresent(Double.self, forKey: .frequencyPenalty)
         repetitionPenalty = try container.decodeIfPresent(Double.self, forKey: .repetitionPenalty)
-        n = try container.decodeIfPresent(Int.self, forKey: .n)
+        n = try container.decodeIntegerIfPresent(Int.self, forKey: .n)
         stream = try container.decodeIfPresent(Bool.self, forKey: .stream) ?? false
         if let options = try container.decodeIfPresent(StreamOptions.self, forKey: .streamOptions) {
             guard stream else {
@@ -83,8 +83,8 @@ struct GenerationParameters: Sendable, Equatable {
     }
 
     /// The engine request for `prompt`, every parameter checked against OpenAI's ranges and the
-    /// context. `defaultMaxTokens` applies when the request set no length; `promptParam` names what
-    /// held the prompt in errors.
+    /// context. When the request sets no length, `defaultMaxTokens` applies, cut to what the context
+    /// has left; `promptParam` names what held the prompt in errors.
     func generationRequest(
         id: String, prompt: [Int32], contextLength: Int, defaultMaxTokens: Int, topLogprobs: Int?,
         stopTokens: Set<Int32>?, promptParam: String
@@ -92,7 +92,7 @@ struct GenerationParameters: Sendable, Equatable {
         if let n, n != 1 {
             throw .invalidRequest("n=\(n) is not supported: comet generates exactly one choice per request (n=1)", param: "n")
         }
-        let maxTokens = maxTokens ?? max(defaultMaxTokens, 1)
+        let maxTokens = maxTokens ?? max(min(defaultMaxTokens, contextLength - prompt.count), 1)
         guard maxTokens >= 1 else { throw .invalidRequest("\(maxTokensParam) must be at least 1, not \(maxTokens)", param: maxTokensParam) }
         // A prompt that alone fills the context is the engine's to refuse (promptTooLong); past that,
         // the requested length must fit beside the prompt.

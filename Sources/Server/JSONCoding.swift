@@ -35,6 +35,8 @@ func decodeRequestBody<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws
         return try JSONDecoder().decode(T.self, from: Data(bytes))
     } catch let error as APIError {
         throw error
+    } catch let DecodingError.typeMismatch(_, context) where context.codingPath.isEmpty {
+        throw .invalidRequest("the request body must be a JSON object", code: "invalid_json")
     } catch let DecodingError.typeMismatch(expected, context) {
         let param = parameterPath(context.codingPath)
         throw .invalidRequest("'\(param)' has the wrong type: expected \(jsonTypeName(expected))", param: param, code: "invalid_type")
@@ -93,5 +95,20 @@ extension Decoder {
         if let first = unknown.first {
             throw APIError.unsupportedParameter(parameterPath(codingPath + [AnyCodingKey(stringValue: first)]))
         }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// An integer parameter, or nil when absent or null. A number that is not an integer of `T`
+    /// (2.5, 1e30) is a 400 naming the parameter: JSONDecoder itself would report it as "not valid
+    /// JSON" with no path at all.
+    func decodeIntegerIfPresent<T: FixedWidthInteger & Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        if let value = try? decode(T.self, forKey: key) { return value }
+        if let number = try? decode(Double.self, forKey: key) {
+            let param = parameterPath(codingPath + [key])
+            throw APIError.invalidRequest("'\(param)' must be an integer, not \(number)", param: param, code: "invalid_type")
+        }
+        return try decode(T.self, forKey: key)  // not a number: the type mismatch, with its path
     }
 }
