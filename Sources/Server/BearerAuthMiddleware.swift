@@ -21,9 +21,9 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 
     /// The token of "Bearer TOKEN" (the scheme is case-insensitive, as RFC 9110 says).
     static func bearerToken(_ header: String) -> Substring? {
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return parts[1]
+        guard let space = header.firstIndex(of: " "), header[..<space].lowercased() == "bearer" else { return nil }
+        let token = header[space...].drop { $0 == " " }
+        return token.isEmpty ? nil : token
     }
 
     /// True when `presented` equals `expected`. Every byte of `expected` is always compared, so the
