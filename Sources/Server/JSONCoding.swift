@@ -4,10 +4,11 @@ import Hummingbird
 // The one place that turns JSON into values and back: the encoder every response uses, and the
 // request decoder that maps every decoding failure to a 400 naming the parameter at fault.
 
-/// Encodes `value` the way every response body is written: compact, slashes unescaped.
+/// Encodes `value` the way every response body is written: compact, keys sorted (the same bytes
+/// for the same value), slashes unescaped.
 func encodeJSON(_ value: some Encodable) -> ByteBuffer {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.withoutEscapingSlashes]
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     do {
         return ByteBuffer(bytes: try encoder.encode(value))
     } catch {

@@ -70,19 +70,29 @@ struct OpenAIRoutes: Sendable {
     }
 
     /// The body's bytes: refused with 413 past `maxBodyBytes`, before reading it when Content-Length
-    /// already says so.
+    /// already says so, else as soon as the bytes read pass the limit (chunked bodies).
+    ///
+    /// The bytes read are put back as the request's body: `consumeWithCancellationOnInboundClose`
+    /// (GenerationResponder) needs a collected body to replay before it watches the connection (on
+    /// a body consumed and not put back, Hummingbird 2.28 traps).
     private func readBody(_ request: inout Request) async throws(APIError) -> [UInt8] {
         let limit = configuration.maxBodyBytes
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
             throw .bodyTooLarge(limit: limit)
         }
+        var collected = ByteBuffer()
         do {
-            return Array(try await request.collectBody(upTo: limit).readableBytesView)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw .bodyTooLarge(limit: limit)
+            for try await var buffer in request.body {
+                guard collected.readableBytes + buffer.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
+                collected.writeBuffer(&buffer)
+            }
+        } catch let error as APIError {
+            throw error
         } catch {
             throw .invalidRequest("the request body could not be read: \(error)")
         }
+        request.body = RequestBody(buffer: collected)
+        return Array(collected.readableBytesView)
     }
 
     private func checkModel(_ requested: String) throws(APIError) {

@@ -131,3 +131,18 @@ func makeHTTPClient(connections: Int = 8) -> HTTPClient {
     configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
     return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
 }
+
+/// Runs `body` with an HTTP client (see `makeHTTPClient`) and shuts the client down after it,
+/// whether `body` throws or not.
+@discardableResult
+func withHTTPClient<T: Sendable>(connections: Int = 8, _ body: (HTTPClient) async throws -> T) async throws -> T {
+    let client = makeHTTPClient(connections: connections)
+    do {
+        let value = try await body(client)
+        try await client.shutdown()
+        return value
+    } catch {
+        try? await client.shutdown()
+        throw error
+    }
+}

@@ -1,0 +1,117 @@
+import AsyncHTTPClient
+import Engine
+import Foundation
+import NIOCore
+import ServiceLifecycle
+import Testing
+@testable import Server
+
+/// Graceful shutdown (what SIGINT/SIGTERM trigger): stop accepting, let streams finish within the
+/// grace period, cancel what is left after it, then shut the engine down.
+@Suite(.timeLimit(.minutes(1))) struct ShutdownTests {
+    /// Runs the server's service group (no signals), hands `body` the URL and the group, and
+    /// returns `body`'s value once the group has finished.
+    func withServiceGroup<T: Sendable>(
+        _ engine: FakeEngine, grace: Duration, _ body: @Sendable (String, ServiceGroup) async throws -> T
+    ) async throws -> T {
+        let server = APIServer(engine: engine, configuration: APIServerConfiguration(port: 0, shutdownGracePeriod: grace), logger: quietLogger)
+        let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+        let group = server.makeServiceGroup(signals: []) { port in listening.yield(port) }
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = try #require(await iterator.next())
+            let value: T
+            do {
+                value = try await body("http://127.0.0.1:\(port)", group)
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            try await tasks.waitForAll()
+            return value
+        }
+    }
+
+    static let chat = #"{"model": "fake-model", "max_tokens": 30, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
+
+    @Test func inFlightStreamsFinishThenTheEngineShutsDown() async throws {
+        let engine = FakeEngine(behavior: .init(tokenDelay: .milliseconds(20)))
+        try await withHTTPClient { client in
+            let reader = try await withServiceGroup(engine, grace: .seconds(30)) { url, group in
+                let (status, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(Self.chat)
+                #expect(status == 200)
+                let reader = Task {
+                    var text = ""
+                    for try await chunk in body { text += String(buffer: chunk) }
+                    return text
+                }
+                #expect(await eventually { engine.blocksInUse > 0 })
+                await group.triggerGracefulShutdown()
+                #expect(engine.shutdownCalls == 0, "the engine runs until the server has drained")
+                return reader
+            }
+            #expect(engine.shutdownCalls == 1)
+            // Had the engine stopped first, the stream would end in an "engine is not running" error.
+            let events = try serverSentEvents(try await reader.value)
+            #expect(events.last == "[DONE]")
+            let expectedEvents = 33  // role, 30 tokens, finish, [DONE]
+            #expect(events.count == expectedEvents)
+            #expect(engine.cancelledIDs.isEmpty)
+        }
+    }
+
+    @Test func newConnectionsAreRefusedOnceShutdownBegins() async throws {
+        let engine = FakeEngine(behavior: .init(tokenDelay: .milliseconds(20)))
+        try await withHTTPClient { client in
+            try await withServiceGroup(engine, grace: .seconds(30)) { url, group in
+                let (_, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(
+                    #"{"model": "fake-model", "max_tokens": 150, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#)
+                await group.triggerGracefulShutdown()
+                // The listener closes soon after the trigger (asynchronously): poll with fresh connections.
+                var health = HTTPClientRequest(url: url + "/health")
+                health.headers.add(name: "Connection", value: "close")
+                var refused = false
+                try await withHTTPClient { late in
+                    let deadline = ContinuousClock.now + .seconds(2)
+                    while !refused && ContinuousClock.now < deadline {
+                        do {
+                            _ = try await late.execute(health, timeout: .seconds(1))
+                            try await Task.sleep(for: .milliseconds(10))
+                        } catch {
+                            refused = true
+                        }
+                    }
+                }
+                #expect(refused, "the listener is closed")
+                #expect(engine.blocksInUse > 0, "while the stream still runs (150 tokens take 3 s)")
+                var text = ""
+                for try await chunk in body { text += String(buffer: chunk) }
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+            }
+        }
+    }
+
+    @Test func afterTheGracePeriodStreamsAreCancelled() async throws {
+        let engine = FakeEngine(behavior: .init(tokenDelay: .milliseconds(50)))
+        try await withHTTPClient { client in
+            let started = ContinuousClock.now
+            try await withServiceGroup(engine, grace: .milliseconds(300)) { url, group in
+                let (_, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(
+                    #"{"model": "fake-model", "max_tokens": 200, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#)
+                #expect(await eventually { engine.blocksInUse > 0 })
+                await group.triggerGracefulShutdown()
+                do {
+                    for try await _ in body {}
+                } catch {
+                    // The connection was cut: expected.
+                }
+            }
+            #expect(ContinuousClock.now - started < .seconds(8), "200 tokens would take 10 s; the grace period cut them")
+            #expect(engine.shutdownCalls == 1)
+            // Cancelled by the server or ended by engine.shutdown(), whichever came first: either way
+            // the generation is over and its blocks are free.
+            #expect(await eventually { engine.blocksInUse == 0 })
+        }
+    }
+}
