@@ -59,9 +59,11 @@ let package = Package(
             ]
         ),
         // `comet bench serve`: the HTTP load generator (streaming clients; throughput, TTFT, TPOT).
+        // Reads the server's own OpenAI types; prompts are seeded token ids (CPUReference's SplitMix64).
         .target(
             name: "ServeBenchmark",
             dependencies: [
+                "Server", "CPUReference",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
@@ -109,7 +111,8 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "ServeBenchmark", "Engine", "Model", "Sampling",
+                // comet: `comet bench serve` runs against the live test server.
+                "Server", "ServeBenchmark", "Engine", "Model", "Sampling", "comet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -6,23 +6,26 @@ import FoundationEssentials
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print our figure and the vendor's from the same run, and their ratio.",
-        subcommands: [Copy.self, Gemm.self, Attention.self])
+        subcommands: [Copy.self, Gemm.self, Attention.self, ServeLoad.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
     static func report<Result: Encodable>(json: String?, _ body: () throws -> Result) throws {
         do {
             let result = try body()
-            if let json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(result).write(to: URL(filePath: json))
-            }
+            if let json { try writeJSON(result, to: json) }
         } catch let exit as ExitCode {
             throw exit
         } catch {
             throw fail("\(error)")
         }
+    }
+
+    /// Writes a benchmark's result as pretty JSON with sorted keys.
+    static func writeJSON(_ result: some Encodable, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(result).write(to: URL(filePath: path))
     }
 
     struct Copy: ParsableCommand {
