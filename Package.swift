@@ -19,8 +19,10 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Already under Hummingbird; named for `comet bench serve`'s HTTP client.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        // The HTTP client of `comet bench serve` (HummingbirdTesting builds it anyway).
+        // The server tests' HTTP client (HummingbirdTesting builds it anyway); not in the binary.
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
@@ -64,7 +66,9 @@ let package = Package(
             name: "ServeBenchmark",
             dependencies: [
                 "Server", "CPUReference",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.

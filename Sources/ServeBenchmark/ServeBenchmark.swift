@@ -1,7 +1,7 @@
-import AsyncHTTPClient
 import CPUReference
 import FoundationEssentials
 import NIOCore
+import NIOHTTP1
 import Server
 import Synchronization
 
@@ -49,25 +49,10 @@ public struct ServeBenchmark: Sendable {
         self.configuration = configuration
     }
 
-    /// Runs the benchmark. Throws only when the server cannot be used at all (no model list); failed
-    /// requests are counted in the result with their errors.
+    /// Runs the benchmark. Throws only when the server cannot be used at all (a bad URL, no model
+    /// list); failed requests are counted in the result with their errors.
     public func run() async throws -> ServeBenchmarkResult {
-        var clientConfiguration = HTTPClient.Configuration()
-        clientConfiguration.connectionPool = .init(
-            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.concurrency)
-        clientConfiguration.timeout = .init(connect: .seconds(10))
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
-        do {
-            let result = try await run(client)
-            try await client.shutdown()
-            return result
-        } catch {
-            try? await client.shutdown()
-            throw error
-        }
-    }
-
-    private func run(_ client: HTTPClient) async throws -> ServeBenchmarkResult {
+        let client = try StreamingHTTPClient(baseURL: configuration.url)
         let model = try await servedModel(client)
         let counter = RequestCounter()
         let started = ContinuousClock.now
@@ -89,13 +74,10 @@ public struct ServeBenchmark: Sendable {
     }
 
     /// The model the server serves (`GET /v1/models`).
-    private func servedModel(_ client: HTTPClient) async throws -> String {
-        var request = HTTPClientRequest(url: configuration.url + "/v1/models")
-        authorize(&request)
-        let response = try await client.execute(request, timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 1 << 20)
-        guard response.status == .ok else {
-            throw ServeBenchmarkError("GET /v1/models answered \(response.status.code): \(String(buffer: body))")
+    private func servedModel(_ client: StreamingHTTPClient) async throws -> String {
+        let (status, body) = try await client.collect(method: .GET, path: "/v1/models", headers: authorization)
+        guard status == .ok else {
+            throw ServeBenchmarkError("GET /v1/models answered \(status.code): \(String(buffer: body))")
         }
         let list = try JSONDecoder().decode(ModelList.self, from: Data(buffer: body))
         guard let model = list.data.first?.id else { throw ServeBenchmarkError("the server lists no model") }
@@ -110,49 +92,48 @@ public struct ServeBenchmark: Sendable {
     }
 
     /// Sends request `index` and times it; any failure is recorded in the sample.
-    private func send(_ index: Int, model: String, client: HTTPClient) async -> RequestSample {
+    private func send(_ index: Int, model: String, client: StreamingHTTPClient) async -> RequestSample {
         let start = ContinuousClock.now
         var sample = RequestSample()
         do {
-            var request = HTTPClientRequest(url: configuration.url + "/v1/completions")
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/json")
-            authorize(&request)
-            let body = StreamingCompletionRequest(
-                model: model, prompt: promptTokens(index), maxTokens: configuration.outputLength)
-            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
-            let response = try await client.execute(request, timeout: .seconds(configuration.requestTimeout.components.seconds))
-            guard response.status == .ok else {
-                let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
-                sample.error = "HTTP \(response.status.code): \(text)"
-                return sample
-            }
+            let request = StreamingCompletionRequest(model: model, prompt: promptTokens(index), maxTokens: configuration.outputLength)
+            let body = ByteBuffer(bytes: try JSONEncoder().encode(request))
+            var status = HTTPResponseStatus.ok
+            var errorBody = ""
             var parser = ServerSentEventParser()
             var done = false
-            for try await piece in response.body {
+            try await client.send(
+                method: .POST, path: "/v1/completions", headers: [("Content-Type", "application/json")] + authorization, body: body,
+                timeout: configuration.requestTimeout
+            ) { status = $0 } onBody: { piece in
+                guard status == .ok else {
+                    errorBody += String(buffer: piece)
+                    return
+                }
                 for payload in parser.append(piece) {
                     if payload == "[DONE]" {
                         done = true
-                        continue
-                    }
-                    if payload.contains(#""error""#) && !payload.contains(#""choices""#) {
+                    } else if payload.hasPrefix(#"{"error""#) {
                         sample.error = "error event: \(payload)"
-                        continue
-                    }
-                    let chunk = try JSONDecoder().decode(CompletionResponse.self, from: Data(payload.utf8))
-                    if sample.firstToken == nil, chunk.choices.contains(where: { !$0.text.isEmpty }) {
-                        sample.firstToken = ContinuousClock.now - start
-                    }
-                    if let usage = chunk.usage {
-                        sample.promptTokens = usage.promptTokens
-                        sample.outputTokens = usage.completionTokens
+                    } else {
+                        let chunk = try JSONDecoder().decode(CompletionResponse.self, from: Data(payload.utf8))
+                        if sample.firstToken == nil, chunk.choices.contains(where: { !$0.text.isEmpty }) {
+                            sample.firstToken = ContinuousClock.now - start
+                        }
+                        if let usage = chunk.usage {
+                            sample.promptTokens = usage.promptTokens
+                            sample.outputTokens = usage.completionTokens
+                        }
                     }
                 }
             }
             sample.latency = ContinuousClock.now - start
-            if sample.error == nil {
-                if !done { sample.error = "the stream ended without [DONE] (left: \(parser.remainder.prefix(200)))" }
-                else if sample.outputTokens == nil { sample.error = "no usage chunk" }
+            if status != .ok {
+                sample.error = "HTTP \(status.code): \(errorBody.prefix(500))"
+            } else if sample.error == nil && !done {
+                sample.error = "the stream ended without [DONE] (left: \(parser.remainder.prefix(200)))"
+            } else if sample.error == nil && sample.outputTokens == nil {
+                sample.error = "no usage chunk"
             }
         } catch {
             sample.error = "\(error)"
@@ -160,8 +141,8 @@ public struct ServeBenchmark: Sendable {
         return sample
     }
 
-    private func authorize(_ request: inout HTTPClientRequest) {
-        if let apiKey = configuration.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
+    private var authorization: [(String, String)] {
+        configuration.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []
     }
 }
 

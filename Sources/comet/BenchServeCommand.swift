@@ -12,7 +12,7 @@ extension Bench {
                 done. Exits 1 if any request failed.
                 """)
 
-        @Option(help: "The server's base URL.")
+        @Option(help: "The server's base URL (http://HOST:PORT).")
         var url = "http://127.0.0.1:8000"
 
         @Option(help: "Clients sending at the same time.")
@@ -37,7 +37,7 @@ extension Bench {
         var json: String?
 
         func validate() throws {
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("--url must start with http:// or https://") }
+            guard url.hasPrefix("http://") else { throw ValidationError("--url must start with http:// (plain HTTP: a local or lab server)") }
             guard concurrency >= 1 && concurrency <= 4096 else { throw ValidationError("--concurrency must be between 1 and 4096") }
             guard requests >= 1 else { throw ValidationError("--requests must be at least 1") }
             guard inputLen >= 1 && outputLen >= 1 else { throw ValidationError("--input-len and --output-len must be at least 1") }

@@ -21,6 +21,9 @@ final class FakeEngine: GenerationEngine {
         var endOfTextAfter: Int?
         var blockSize = 16
         var kvBlocksTotal = 1 << 16
+        /// After this many tokens every request waits until `release()` (tests that must catch a
+        /// generation in flight, whatever the machine's load).
+        var holdAfterTokens: Int?
     }
 
     let modelName = "fake-model"
@@ -36,6 +39,8 @@ final class FakeEngine: GenerationEngine {
         var cancelled: [String] = []
         var shutdownCalls = 0
         var stopped = false
+        var released = false
+        var held: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
 
@@ -52,6 +57,27 @@ final class FakeEngine: GenerationEngine {
     var cancelledIDs: [String] { state.withLock { $0.cancelled } }
     var blocksInUse: Int { state.withLock { $0.blocksByRequest.values.reduce(0, +) } }
     var shutdownCalls: Int { state.withLock { $0.shutdownCalls } }
+
+    /// Lets requests held at `holdAfterTokens` go on (and any later ones pass).
+    func release() {
+        let held = state.withLock { state in
+            state.released = true
+            defer { state.held = [] }
+            return state.held
+        }
+        for continuation in held { continuation.resume() }
+    }
+
+    /// Waits while the engine holds requests (see `release`).
+    private func waitForRelease() async {
+        await withCheckedContinuation { continuation in
+            let go = state.withLock { state in
+                if !state.released { state.held.append(continuation) }
+                return state.released
+            }
+            if go { continuation.resume() }
+        }
+    }
 
     /// The text a request of `count` tokens generates (before any stop).
     func scriptPrefix(_ count: Int) -> String {
@@ -105,6 +131,7 @@ final class FakeEngine: GenerationEngine {
             return Array(state.continuations.values)
         }
         for continuation in running { continuation.finish(throwing: EngineError.stopped("shut down")) }
+        release()  // held producers wake up to streams that have ended
     }
 
     // MARK: Generation
@@ -138,6 +165,7 @@ final class FakeEngine: GenerationEngine {
                     generated += 1
                 }
                 continuation.yield(.tokens(tokens))
+                if generated == behavior.holdAfterTokens { await waitForRelease() }
                 if generated < limit { try await Task.sleep(for: behavior.tokenDelay) }
             }
             finish(.length, generated)
