@@ -75,7 +75,8 @@ public struct ServeBenchmark: Sendable {
 
     /// The model the server serves (`GET /v1/models`).
     private func servedModel(_ client: StreamingHTTPClient) async throws -> String {
-        let (status, body) = try await client.collect(method: .GET, path: "/v1/models", headers: authorization)
+        let (status, body) = try await client.collect(
+            method: .GET, path: "/v1/models", headers: authorization, timeout: configuration.requestTimeout)
         guard status == .ok else {
             throw ServeBenchmarkError("GET /v1/models answered \(status.code): \(String(buffer: body))")
         }

@@ -38,18 +38,23 @@ struct StreamingHTTPClient: Sendable {
     /// body as it arrives; returns when the response has ended. The connection is closed after, and
     /// cut when the whole exchange takes longer than `timeout`.
     func send(
-        method: HTTPMethod, path: String, headers: [(String, String)], body: ByteBuffer?, timeout: Duration = .seconds(60),
+        method: HTTPMethod, path: String, headers: [(String, String)], body: ByteBuffer?, timeout: Duration,
         onHead: (HTTPResponseStatus) async throws -> Void, onBody: (ByteBuffer) async throws -> Void
     ) async throws {
         let deadline = ContinuousClock.now + timeout
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(10))
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+        let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(10))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
                 }
-            }
+        } catch {
+            throw ServeBenchmarkError("cannot connect to \(host):\(port) (\(error))")
+        }
         let timer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout / .nanoseconds(1)))) {
             channel.channel.close(promise: nil)
         }
@@ -87,12 +92,12 @@ struct StreamingHTTPClient: Sendable {
     }
 
     /// Sends one request and returns the status and the whole body (at most `limit` bytes).
-    func collect(method: HTTPMethod, path: String, headers: [(String, String)], body: ByteBuffer? = nil, limit: Int = 1 << 20)
-        async throws -> (status: HTTPResponseStatus, body: ByteBuffer)
-    {
+    func collect(
+        method: HTTPMethod, path: String, headers: [(String, String)], body: ByteBuffer? = nil, timeout: Duration, limit: Int = 1 << 20
+    ) async throws -> (status: HTTPResponseStatus, body: ByteBuffer) {
         var status = HTTPResponseStatus.internalServerError
         var collected = ByteBuffer()
-        try await send(method: method, path: path, headers: headers, body: body) { status = $0 } onBody: { piece in
+        try await send(method: method, path: path, headers: headers, body: body, timeout: timeout) { status = $0 } onBody: { piece in
             var piece = piece
             guard collected.readableBytes + piece.readableBytes <= limit else { throw ServeBenchmarkError("a response over \(limit) bytes") }
             collected.writeBuffer(&piece)

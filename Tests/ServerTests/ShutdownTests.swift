@@ -8,7 +8,7 @@ import Testing
 
 /// Graceful shutdown (what SIGINT/SIGTERM trigger): stop accepting, let streams finish within the
 /// grace period, cancel what is left after it, then shut the engine down.
-@Suite(.timeLimit(.minutes(1))) struct ShutdownTests {
+@Suite(.timeLimit(.minutes(10))) struct ShutdownTests {
     /// Runs the server's service group (no signals), hands `body` the URL and the group, and
     /// returns `body`'s value once the group has finished.
     func withServiceGroup<T: Sendable>(
@@ -73,19 +73,18 @@ import Testing
                 // The listener closes soon after the trigger (asynchronously): poll with fresh connections.
                 var health = HTTPClientRequest(url: url + "/health")
                 health.headers.add(name: "Connection", value: "close")
-                var refused = false
+                var refusal: String?
                 try await withHTTPClient { late in
-                    let deadline = ContinuousClock.now + .seconds(30)
-                    while !refused && ContinuousClock.now < deadline {
+                    for _ in 0..<3000 where refusal == nil {
                         do {
-                            _ = try await late.execute(health, timeout: .seconds(5))
+                            _ = try await late.execute(health, timeout: .seconds(300))
                             try await Task.sleep(for: .milliseconds(10))
                         } catch {
-                            refused = true
+                            refusal = "\(error)"
                         }
                     }
                 }
-                #expect(refused, "the listener is closed")
+                #expect(refusal?.contains("Connection refused") == true, "the listener is closed: \(refusal ?? "every request answered")")
                 #expect(engine.blocksInUse > 0, "while the held stream still runs")
                 engine.release()
                 var text = ""
