@@ -6,7 +6,8 @@ import PackageDescription
 //                                    \-> CPUReference (the exact CPU ground truth)
 //   comet (CLI) -> FMPQModel -> CPUBackend -> Engine -> Model -> Quant (safetensors)
 //                                                   \-> Sampling
-//   (CPUBackend implements Engine's `ModelRunner`; a CUDA runner will plug in the same way.)
+//   comet (CLI) -> GPUBackend -> Engine, Kernels      (CPUBackend and GPUBackend implement Engine's `ModelRunner`)
+//   comet (CLI) -> Server (OpenAI HTTP API, the only JSON) -> Engine
 let package = Package(
     name: "comet",
     platforms: [.macOS(.v15)],
@@ -15,6 +16,16 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The HTTP server. No traits: its defaults pull in full Foundation (and ICU), which the
+        // static binary keeps out (scripts/build-gpu-binary.sh); FoundationEssentials is enough.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Already under Hummingbird; named for `comet bench serve`'s HTTP client.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // The server tests' HTTP client (HummingbirdTesting builds it anyway); not in the binary.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Thin Swift bindings of the CUDA driver API and NVRTC, loaded with dlopen:
@@ -39,6 +50,30 @@ let package = Package(
         // The serving engine: requests, scheduler (continuous batching, chunked prefill, preemption),
         // paged KV block manager with prefix caching; runs any backend through `ModelRunner`.
         .target(name: "Engine", dependencies: ["Model", "Sampling"]),
+        // `comet serve`: the OpenAI-compatible HTTP API over any `GenerationEngine` (routes, OpenAI
+        // types, SSE, auth, Prometheus metrics, graceful shutdown). The only module that touches JSON.
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Model", "Sampling",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // `comet bench serve`: the HTTP load generator (streaming clients; throughput, TTFT, TPOT).
+        // Reads the server's own OpenAI types; prompts are seeded token ids (CPUReference's SplitMix64).
+        .target(
+            name: "ServeBenchmark",
+            dependencies: [
+                "Server", "CPUReference",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // CUDA C++ kernel sources (embedded into the binary), the NVRTC JIT cache and launchers.
         .target(
             name: "Kernels",
@@ -59,7 +94,7 @@ let package = Package(
             name: "comet",
             dependencies: [
                 "CUDA", "Kernels", "GPUChecks", "Benchmarks", "Model", "CPUBackend", "Sampling", "FMPQModel", "Quant", "Engine",
-                "GPUBackend",
+                "GPUBackend", "Server", "ServeBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,5 +120,19 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Model", "Sampling"]),
         // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
         .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Engine", "Model", "Quant", "Sampling"]),
+        // The server against a fake engine: every route and error in-process, streaming, disconnects,
+        // load and `comet bench serve`'s client on a real loopback port.
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                // comet: `comet bench serve` runs against the live test server.
+                "Server", "ServeBenchmark", "Engine", "Model", "Sampling", "comet",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
     ]
 )

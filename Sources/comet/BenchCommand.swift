@@ -6,24 +6,27 @@ import Model
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks: our figure and the baseline's from the same run, and their ratio (GPU kernels, decode steps, the serving engine).",
-        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self, Throughput.self])
+        abstract: "Benchmarks: our figure and the baseline's from the same run, and their ratio (GPU kernels, decode steps, the serving engine, an HTTP server).",
+        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self, Throughput.self, ServeLoad.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
     static func report<Result: Encodable>(json: String?, _ body: () throws -> Result) throws {
         do {
             let result = try body()
-            if let json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(result).write(to: URL(filePath: json))
-            }
+            if let json { try writeJSON(result, to: json) }
         } catch let exit as ExitCode {
             throw exit
         } catch {
             throw fail("\(error)")
         }
+    }
+
+    /// Writes a benchmark's result as pretty JSON with sorted keys.
+    static func writeJSON(_ result: some Encodable, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(result).write(to: URL(filePath: path))
     }
 
     struct Copy: ParsableCommand {

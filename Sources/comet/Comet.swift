@@ -8,7 +8,7 @@ struct Comet: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Env.self, Kernels.self, CheckGPU.self, Bench.self,
-            Pull.self, Generate.self, Chat.self, Quantize.self, Eval.self, Tokenize.self, Detokenize.self,
+            Pull.self, Generate.self, Chat.self, Serve.self, Quantize.self, Eval.self, Tokenize.self, Detokenize.self,
         ]
     )
 }

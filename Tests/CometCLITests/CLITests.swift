@@ -53,6 +53,27 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
         let (status, output) = try runComet(["bench", "copy", "--mib", "0"])
         #expect(status != 0 && output.contains("--mib must be between"))
     }
+
+    @Test func serveAndBenchServeValidateTheirOptions() throws {
+        for (arguments, message) in [
+            (["serve", "--port", "70000"], "--port must be between 0 and 65535"),
+            (["serve", "--max-body-bytes", "10"], "--max-body-bytes must be at least 1024"),
+            (["serve", "--api-key", ""], "--api-key must not be empty"),
+            (["serve", "--shutdown-grace=-1"], "--shutdown-grace must be at least 0 seconds"),
+            (["bench", "serve", "--concurrency", "0"], "--concurrency must be between 1 and 4096"),
+            (["bench", "serve", "--url", "localhost:8000"], "--url must start with http://"),
+            (["bench", "serve", "--output-len", "0"], "--input-len and --output-len must be at least 1"),
+        ] {
+            let (status, output) = try runComet(arguments)
+            #expect(status != 0 && output.contains(message), "\(arguments): \(output)")
+        }
+    }
+
+    @Test func benchServeWithNoServerIsOneErrorLine() throws {
+        let (status, output) = try runComet(["bench", "serve", "--url", "http://127.0.0.1:9", "--requests", "1"])
+        #expect(status == 1)
+        #expect(output.hasPrefix("error: bench serve: ") && output.split(separator: "\n").count == 1, "\(output)")
+    }
 }
 
 /// The model commands on the default model (scripts/fetch-test-assets.sh puts it where `comet` looks).
