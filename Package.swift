@@ -5,7 +5,7 @@ import PackageDescription
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
 //   comet (CLI) -> FMPQModel -> CPUBackend -> Engine -> Model -> Quant (safetensors)
-//                                                   \-> Sampling
+//                                                \-> Sampling
 //   (CPUBackend implements Engine's `ModelRunner`; a CUDA runner will plug in the same way.)
 let package = Package(
     name: "comet",
