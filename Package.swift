@@ -5,7 +5,7 @@ import PackageDescription
 //   comet (CLI) -> GPUChecks, Benchmarks -> Kernels -> CUDA
 //                                    \-> CPUReference (the exact CPU ground truth)
 //   comet (CLI) -> FMPQModel -> CPUBackend -> Engine -> Model -> Quant (safetensors)
-//                                                   \-> Sampling
+//                                                \-> Sampling
 //   comet (CLI) -> GPUBackend -> Engine, Kernels      (CPUBackend and GPUBackend implement Engine's `ModelRunner`)
 //   comet (CLI) -> Server (OpenAI HTTP API, the only JSON) -> Engine
 let package = Package(

@@ -24,7 +24,9 @@ public enum LinearSlot: Int, Sendable, CaseIterable {
 
 /// What a caller may observe or replace in `LlamaCPUModel`'s forward pass: calibration watches
 /// every linear's input; a quantized model computes the linears itself and quantizes K and V.
-/// Methods are called from the forward pass's thread, one at a time, in layer order.
+/// Methods are called from the forward pass's thread, one at a time, in layer order. A call always
+/// sees rows of one sequence at consecutive positions: in a batched call over several sequences (the
+/// engine's CPU runner), each linear is offered once per sequence's rows of the chunk.
 public protocol ForwardHooks: AnyObject {
     /// Called before linear `slot` of `layer` with its input `x` ([tokens, inDim], contiguous),
     /// the chunk's first position (token t is at `firstPosition + t`). To replace the linear,

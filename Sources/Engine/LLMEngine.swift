@@ -47,7 +47,7 @@ public final class LLMEngine: GenerationEngine {
                   "the batch size must be between 1 and the runner's \(runner.maxStepSequences), not \(maxBatch)")
         try check((1...runner.maxStepTokens).contains(maxStepTokens),
                   "the tokens per step must be between 1 and the runner's \(runner.maxStepTokens), not \(maxStepTokens)")
-        try check((2...runner.config.contextLength).contains(contextLength),
+        try check(contextLength >= 2 && contextLength <= runner.config.contextLength,
                   "the context length must be between 2 and the model's \(runner.config.contextLength), not \(contextLength)")
         try check(configuration.maxWaitingRequests >= 1, "the waiting queue must hold at least 1 request")
         try check(configuration.maxTopLogprobs >= 0, "the most top log-probabilities must be >= 0")
