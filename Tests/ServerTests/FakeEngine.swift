@@ -103,7 +103,7 @@ final class FakeEngine: GenerationEngine {
             state.continuations[request.id] = continuation
             state.requests.append(request)
         }
-        let task = Task { await self.produce(request, continuation) }
+        let task = Task(executorPreference: serverTestExecutor) { await self.produce(request, continuation) }
         continuation.onTermination = { [weak self] termination in
             task.cancel()
             self?.state.withLock { state in

@@ -7,7 +7,7 @@ import Testing
 
 /// The server on a real loopback port: streaming as tokens arrive, cancellation when the client
 /// leaves, many concurrent streams, and bodies without a length.
-@Suite(.timeLimit(.minutes(10))) struct LiveServerTests {
+@Suite(.timeLimit(.minutes(30))) struct LiveServerTests {
     static let streamingChat = #"{"model": "fake-model", "max_tokens": 40, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
 
     @Test func chunksArriveWhileTheEngineIsStillGenerating() async throws {

@@ -6,7 +6,7 @@ import Testing
 @testable import Server
 
 /// `comet bench serve` and its library against the live server with the fake engine.
-@Suite(.timeLimit(.minutes(10))) struct ServeBenchmarkTests {
+@Suite(.timeLimit(.minutes(30))) struct ServeBenchmarkTests {
     @Test func measuresEveryRequestOfAFixedShape() async throws {
         let engine = FakeEngine(contextLength: 512, behavior: .init(tokenDelay: .milliseconds(5)))
         try await withLiveServer(engine) { url in

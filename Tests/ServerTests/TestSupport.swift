@@ -13,7 +13,9 @@ func withRouterClient(
     _ body: @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
     let server = APIServer(engine: engine, configuration: configuration, logger: quietLogger)
-    try await Application(router: server.makeRouter(), logger: quietLogger).test(.router, body)
+    try await onServerTestThreads {
+        try await Application(router: server.makeRouter(), logger: quietLogger).test(.router, body)
+    }
 }
 
 /// The server over `engine` on a real loopback port; `body` gets the base URL ("http://localhost:PORT").
@@ -22,14 +24,16 @@ func withLiveServer(
     _ body: @Sendable (String) async throws -> Void
 ) async throws {
     let server = APIServer(engine: engine, configuration: configuration, logger: quietLogger)
-    try await server.makeApplication().test(.live) { client in
-        try await body("http://localhost:\(try #require(client.port))")
+    try await onServerTestThreads {
+        try await server.makeApplication().test(.live) { client in
+            try await body("http://localhost:\(try #require(client.port))")
+        }
     }
 }
 
-// Time limits and client timeouts are generous: `swift test` runs every target's tests at once,
-// and CPU-heavy synchronous tests elsewhere can hold the 2-core machine's cooperative threads,
-// which this in-process server needs, for minutes.
+// The tests run on threads of their own (TestExecutor.swift), yet a little still needs the
+// cooperative pool (Hummingbird starts its graceful shutdown in an unstructured task), which
+// CPU-heavy tests elsewhere in `swift test` can hold for minutes: limits and timeouts are generous.
 let quietLogger: Logger = {
     var logger = Logger(label: "comet.serve.tests")
     logger.logLevel = .warning
@@ -94,8 +98,8 @@ func jsonObject(_ payload: String) throws -> [String: Any] {
 }
 
 /// Polls `condition` every 10 ms, `polls` times at most; returns whether it held. Counting polls
-/// rather than watching the clock keeps a starved test (see `quietLogger`'s note) from giving up
-/// before the code under test has run at all.
+/// rather than watching the clock keeps a starved test (see the note above `quietLogger`) from
+/// giving up before the code under test has run at all.
 func eventually(polls: Int = 3000, _ condition: () -> Bool) async -> Bool {
     for _ in 0..<polls {
         if condition() { return true }
@@ -130,17 +134,21 @@ struct StreamingCall {
 }
 
 /// An HTTP client that opens as many connections as `connections` concurrent requests need.
-func makeHTTPClient(connections: Int = 8) -> HTTPClient {
+/// AsyncHTTPClient retries a refused connection until `connectTimeout` has passed.
+func makeHTTPClient(connections: Int = 8, connectTimeout: Duration = .seconds(10)) -> HTTPClient {
     var configuration = HTTPClient.Configuration()
     configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+    configuration.timeout.connect = .nanoseconds(Int64(connectTimeout / .nanoseconds(1)))
     return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
 }
 
 /// Runs `body` with an HTTP client (see `makeHTTPClient`) and shuts the client down after it,
 /// whether `body` throws or not.
 @discardableResult
-func withHTTPClient<T: Sendable>(connections: Int = 8, _ body: (HTTPClient) async throws -> T) async throws -> T {
-    let client = makeHTTPClient(connections: connections)
+func withHTTPClient<T: Sendable>(
+    connections: Int = 8, connectTimeout: Duration = .seconds(10), _ body: (HTTPClient) async throws -> T
+) async throws -> T {
+    let client = makeHTTPClient(connections: connections, connectTimeout: connectTimeout)
     do {
         let value = try await body(client)
         try await client.shutdown()
