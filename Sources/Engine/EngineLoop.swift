@@ -58,7 +58,6 @@ final class EngineLoop: @unchecked Sendable {
             publish()
             deliver()
         }
-        mailbox.markExited()
     }
 
     /// What happens to a request's stream.

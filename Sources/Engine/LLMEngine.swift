@@ -70,7 +70,15 @@ public final class LLMEngine: GenerationEngine {
             blockCount: runner.kvBlockCount, prefixCaching: configuration.prefixCaching))
         let loop = EngineLoop(runner: runner, scheduler: scheduler, mailbox: mailbox, tokenizer: tokenizer,
                               contextLength: contextLength, endOfText: endOfTextTokens)
-        guard EngineThread.start({ loop.run() }) else {
+        // The loop (and with it the runner: GPU memory, CUDA objects) is released on the engine
+        // thread *before* `shutdown()` hears that the engine exited, so that a process exiting right
+        // after shutdown never races the runner's teardown (it did: CUDA frees during exit crashed).
+        let owner = LoopOwner(loop)
+        guard EngineThread.start({ [mailbox] in
+            owner.loop?.run()
+            owner.loop = nil
+            mailbox.markExited()
+        }) else {
             throw EngineConfigurationError("could not start the engine thread")
         }
     }
@@ -135,4 +143,11 @@ public final class LLMEngine: GenerationEngine {
             throw EngineError.exceedsCache(tokens: longest - 1, capacityTokens: blockCount * blockSize)
         }
     }
+}
+
+/// Holds the engine loop until its thread ends, so the thread can release it before reporting exit.
+private final class LoopOwner: @unchecked Sendable {
+    // @unchecked: set at init, then read and cleared by the engine thread only.
+    var loop: EngineLoop?
+    init(_ loop: EngineLoop) { self.loop = loop }
 }
