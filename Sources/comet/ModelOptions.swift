@@ -89,6 +89,7 @@ struct ModelOptions: ParsableArguments {
 }
 
 /// `body`'s value, or exit 1 with its error printed after `context`.
+@discardableResult
 func orFail<T>(_ context: String, _ body: () throws -> T) throws -> T {
     do {
         return try body()
