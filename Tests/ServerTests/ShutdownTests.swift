@@ -33,12 +33,17 @@ import Testing
         } }
     }
 
+    /// The held streams in these tests end when the test releases them, never by the grace period:
+    /// a loaded CI machine once took over 60 s to see the listener close, and a 60 s grace period
+    /// cut the held stream mid-test.
+    static let longerThanAnyTest = Duration.seconds(25 * 60)
+
     static let chat = #"{"model": "fake-model", "max_tokens": 30, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
 
     @Test func inFlightStreamsFinishThenTheEngineShutsDown() async throws {
         let engine = FakeEngine(behavior: .init(holdAfterTokens: 3))
         try await withHTTPClient { client in
-            let reader = try await withServiceGroup(engine, grace: .seconds(60)) { url, group in
+            let reader = try await withServiceGroup(engine, grace: Self.longerThanAnyTest) { url, group in
                 let (status, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(Self.chat)
                 #expect(status == 200)
                 let reader = Task {
@@ -66,7 +71,7 @@ import Testing
     @Test func newConnectionsAreRefusedOnceShutdownBegins() async throws {
         let engine = FakeEngine(behavior: .init(holdAfterTokens: 3))
         try await withHTTPClient { client in
-            try await withServiceGroup(engine, grace: .seconds(60)) { url, group in
+            try await withServiceGroup(engine, grace: Self.longerThanAnyTest) { url, group in
                 let (_, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(Self.chat)
                 #expect(await eventually { engine.blocksInUse > 0 })
                 await group.triggerGracefulShutdown()
@@ -80,7 +85,9 @@ import Testing
                 try await withHTTPClient(connectTimeout: .milliseconds(200)) { late in
                     while !refused {
                         do {
-                            _ = try await late.execute(health, timeout: .seconds(300))
+                            // A connection accepted mid-quiesce may never be answered: a short
+                            // timeout turns it into one more poll instead of a long wait.
+                            _ = try await late.execute(health, timeout: .seconds(3))
                         } catch {
                             refused = "\(error)".contains("Connection refused")
                         }
