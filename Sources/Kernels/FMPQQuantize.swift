@@ -1,12 +1,40 @@
 import CUDA
 import Quant
 
-/// The fused activation-quantization kernels of fmpq_quantize.cu, writing the W4Ax GEMM's
+/// Where a quantize kernel writes: the small-M GEMM's packed format (`W4AxActivations`) or
+/// the large-M GEMM's tiled one (`W4AxTiledActivations`).
+public protocol FMPQQuantizeOutput: Sendable {
+    var layout: FMPQLayout { get }
+    var tokens: Int { get }
+    var quantizeTarget: FMPQQuantizeTarget { get }
+}
+
+/// The kernel arguments of an output: which entry points, how many rows, three buffers.
+public struct FMPQQuantizeTarget: Sendable {
+    let tiled: Bool
+    /// Rows written, one block each: the tokens, or the tokens padded to whole tiles.
+    let rows: Int
+    let first: DevicePointer, second: DevicePointer, scales: DevicePointer
+}
+
+extension W4AxActivations: FMPQQuantizeOutput {
+    public var quantizeTarget: FMPQQuantizeTarget {
+        FMPQQuantizeTarget(tiled: false, rows: tokens, first: int4.pointer, second: int8.pointer, scales: scales.pointer)
+    }
+}
+
+extension W4AxTiledActivations: FMPQQuantizeOutput {
+    public var quantizeTarget: FMPQQuantizeTarget {
+        FMPQQuantizeTarget(tiled: true, rows: paddedTokens, first: codes.pointer, second: codes.pointer, scales: scales.pointer)
+    }
+}
+
+/// The fused activation-quantization kernels of fmpq_quantize.cu, writing either W4Ax GEMM
 /// activation format. Each launch quantizes `output.tokens` rows, one block per row.
 public struct FMPQQuantize: Sendable {
     /// What produces the row that is quantized: the kernel's name prefix.
     enum Operation: String, Sendable, CaseIterable { case rmsNorm = "rmsnorm_quantize", swiGLU = "swiglu_quantize", permute = "permute_quantize" }
-    struct Variant: Hashable, Sendable { let operation: Operation, blockSize: Int }
+    struct Variant: Hashable, Sendable { let operation: Operation, tiled: Bool, blockSize: Int }
     let functions: KernelVariants<Variant>
     let maxSharedMemory: Int
 
@@ -14,9 +42,12 @@ public struct FMPQQuantize: Sendable {
         // The opt-in limit covers static and dynamic shared memory together; the kernels'
         // static arrays are under 1 KiB.
         maxSharedMemory = library.context.device.maxSharedMemoryPerBlock - 1024
-        let variants = Operation.allCases.flatMap { op in [64, 128].map { Variant(operation: op, blockSize: $0) } }
+        let variants = Operation.allCases.flatMap { op in
+            [Variant(operation: op, tiled: false, blockSize: 64), Variant(operation: op, tiled: false, blockSize: 128),
+             Variant(operation: op, tiled: true, blockSize: 128)]
+        }
         functions = try KernelVariants(library: library, source: "fmpq_quantize.cu", keys: variants) {
-            "\($0.operation.rawValue)_bs\($0.blockSize)"
+            "\($0.operation.rawValue)_\($0.tiled ? "tiled" : "packed")_bs\($0.blockSize)"
         }
         for function in functions.all { try function.setMaxDynamicSharedMemory(maxSharedMemory) }
     }
@@ -24,47 +55,48 @@ public struct FMPQQuantize: Sendable {
     /// RMSNorm(x) * gamma, permuted, quantized. x: [tokens, K] bf16; gamma: [K]; permutation: [K].
     public func rmsNorm(
         _ x: DeviceBuffer<BFloat16>, gamma: DeviceBuffer<Float>, eps: Float, permutation: DeviceBuffer<Int32>,
-        into output: W4AxActivations, on stream: CUDAStream
+        into output: some FMPQQuantizeOutput, on stream: CUDAStream
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && gamma.count == k && permutation.count == k, "rmsNorm", layout, output.tokens)
         try launch(.rmsNorm, output, rowFloats: k, on: stream,
-                   x.pointer, gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks),
-                   output.int4.pointer, output.int8.pointer, output.scales.pointer)
+                   x.pointer, gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
     /// silu(gate) * up, permuted, quantized. gateUp: [tokens, 2F] bf16 (gate first); layout's K is F.
     public func swiGLU(
-        _ gateUp: DeviceBuffer<BFloat16>, permutation: DeviceBuffer<Int32>, into output: W4AxActivations, on stream: CUDAStream
+        _ gateUp: DeviceBuffer<BFloat16>, permutation: DeviceBuffer<Int32>, into output: some FMPQQuantizeOutput, on stream: CUDAStream
     ) throws {
         let layout = output.layout, f = layout.inputChannels
         try require(gateUp.count == output.tokens * 2 * f && permutation.count == f, "swiGLU", layout, output.tokens)
         try launch(.swiGLU, output, rowFloats: f, on: stream,
-                   gateUp.pointer, permutation.pointer, Int32(f), Int32(layout.int4Blocks), Int32(layout.int8Blocks),
-                   output.int4.pointer, output.int8.pointer, output.scales.pointer)
+                   gateUp.pointer, permutation.pointer, Int32(f), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
     /// x permuted, quantized. x: [tokens, K] bf16.
     public func permuted(
-        _ x: DeviceBuffer<BFloat16>, permutation: DeviceBuffer<Int32>, into output: W4AxActivations, on stream: CUDAStream
+        _ x: DeviceBuffer<BFloat16>, permutation: DeviceBuffer<Int32>, into output: some FMPQQuantizeOutput, on stream: CUDAStream
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && permutation.count == k, "permuted", layout, output.tokens)
         try launch(.permute, output, rowFloats: k, on: stream,
-                   x.pointer, permutation.pointer, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks),
-                   output.int4.pointer, output.int8.pointer, output.scales.pointer)
+                   x.pointer, permutation.pointer, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
+    /// Launches `op` with `arguments` followed by (tokens, the output's three buffers).
     private func launch<each Argument: BitwiseCopyable>(
-        _ op: Operation, _ output: W4AxActivations, rowFloats: Int, on stream: CUDAStream, _ arguments: repeat each Argument
+        _ op: Operation, _ output: some FMPQQuantizeOutput, rowFloats: Int, on stream: CUDAStream, _ arguments: repeat each Argument
     ) throws {
         guard output.tokens > 0 else { return }
+        let target = output.quantizeTarget
         let shared = rowFloats * MemoryLayout<Float>.size
         guard shared <= maxSharedMemory else {
             throw QuantError.shapeMismatch("\(op): a row of \(rowFloats) channels needs \(shared) bytes of shared memory, over \(maxSharedMemory)")
         }
-        let function = functions[Variant(operation: op, blockSize: output.layout.blockSize)]
-        try function.launch(grid: Dim3(output.tokens), block: Dim3(256), sharedMemoryBytes: shared, on: stream, repeat each arguments)
+        let function = functions[Variant(operation: op, tiled: target.tiled, blockSize: output.layout.blockSize)]
+        try function.launch(
+            grid: Dim3(target.rows), block: Dim3(256), sharedMemoryBytes: shared, on: stream,
+            repeat each arguments, Int32(output.tokens), target.first, target.second, target.scales)
     }
 
     private func require(_ condition: Bool, _ op: String, _ layout: FMPQLayout, _ tokens: Int) throws {

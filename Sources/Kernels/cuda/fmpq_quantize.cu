@@ -17,14 +17,69 @@
 
 constexpr int QUANT_THREADS = 256;
 
-// Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), into the FMPQ layout.
-template <int BS, typename Value>
-COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks,
-                               uint8_t* __restrict__ a4, int8_t* __restrict__ a8, float* __restrict__ scale_a) {
+// Where quantize_row puts a token's codes and scales.
+//
+// Packed: the small-M GEMM's format. Per token, A4 blocks two codes per byte (low nibble
+// first), then A8 blocks, and scales [token][block].
+struct PackedActivations {
+    uint8_t* a4;
+    int8_t* a8;
+    float* scale_a;
+    int int4_blocks, blocks, k4, k8;
+
+    template <int PER>
+    COMET_DEVICE void store(int t, int b, int lane, const int (&q)[PER], float scale) const {
+        uint32_t packed = 0;
+        if (b >= int4_blocks) {
+#pragma unroll
+            for (int i = 0; i < PER; ++i) packed |= (uint32_t(q[i]) & 0xFFu) << (8 * i);
+            int8_t* dst = a8 + size_t(t) * k8 + (b - int4_blocks) * (PER * 32) + lane * PER;
+            if (PER == 4) *reinterpret_cast<uint32_t*>(dst) = packed;
+            else *reinterpret_cast<uint16_t*>(dst) = uint16_t(packed);
+        } else {
+#pragma unroll
+            for (int i = 0; i < PER; ++i) packed |= (uint32_t(q[i]) & 0xFu) << (4 * i);
+            uint8_t* dst = a4 + size_t(t) * (k4 / 2) + (b * PER * 32 + lane * PER) / 2;
+            if (PER == 4) *reinterpret_cast<uint16_t*>(dst) = uint16_t(packed);
+            else *dst = uint8_t(packed);
+        }
+        if (lane == 0) scale_a[size_t(t) * blocks + b] = scale;
+    }
+};
+
+// Tiled: the large-M GEMM's format (w4ax_gemm_sm90.cu, block size 128 only). Every (128-token
+// tile, K-block) is a 16 KiB image of the GEMM's shared-memory tile: row r = token, 128 int8
+// codes (A4 blocks too), 16-byte chunk c stored at chunk c ^ (r % 8) (the 128-byte swizzle).
+// Inside a row, byte p = 32s + 16h + 4u + j holds channel 32u + 8s + 4h + j: the channel the
+// weight layout binds to k index 16h + 4u + j of k32 step s (w4ax_gemm.cu). Scales are
+// [tile][block][128 tokens]. Rows past the last token are written as zeros.
+struct TiledActivations {
+    int8_t* codes;
+    float* scale_a;
+    int blocks;
+
+    template <int PER>
+    COMET_DEVICE void store(int t, int b, int lane, const int (&q)[PER], float scale) const {
+        static_assert(PER == 4, "the tiled format is for 128-channel blocks");
+        uint32_t packed = 0;
+#pragma unroll
+        for (int i = 0; i < PER; ++i) packed |= (uint32_t(q[i]) & 0xFFu) << (8 * i);
+        const int row = t & 127;
+        const size_t image = size_t(t >> 7) * blocks + b;
+        // This lane's channels 4 lane .. 4 lane + 3: u = lane / 8, s = lane / 2 % 4, h = lane % 2.
+        const int p = 32 * ((lane >> 1) & 3) + 16 * (lane & 1) + 4 * (lane >> 3);
+        const int chunk = (p >> 4) ^ (row & 7);
+        *reinterpret_cast<uint32_t*>(codes + image * 16384 + row * 128 + chunk * 16 + (p & 15)) = packed;
+        if (lane == 0) scale_a[image * 128 + row] = scale;
+    }
+};
+
+// Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), through `out`.
+template <int BS, typename Value, typename Output>
+COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks, const Output& out) {
     constexpr int PER = BS / 32;  // values per lane
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int blocks = int4_blocks + int8_blocks;
-    const int k4 = int4_blocks * BS, k8 = int8_blocks * BS;
     for (int b = warp; b < blocks; b += QUANT_THREADS / 32) {
         float v[PER];
         float absmax = 0.f;
@@ -34,25 +89,12 @@ COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int i
             absmax = fmaxf(absmax, fabsf(v[i]));
         }
         absmax = warp_max(absmax);
-        const bool is8 = b >= int4_blocks;
-        const float qmax = is8 ? 127.f : 7.f;
+        const float qmax = b >= int4_blocks ? 127.f : 7.f;
         const float scale = absmax / qmax;
-        uint32_t packed = 0;
+        int q[PER];
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            const int q = scale > 0.f ? int(fminf(fmaxf(rintf(v[i] / scale), -qmax), qmax)) : 0;
-            packed |= is8 ? (uint32_t(q) & 0xFFu) << (8 * i) : (uint32_t(q) & 0xFu) << (4 * i);
-        }
-        if (is8) {
-            int8_t* dst = a8 + size_t(t) * k8 + (b - int4_blocks) * BS + lane * PER;
-            if (PER == 4) *reinterpret_cast<uint32_t*>(dst) = packed;
-            else *reinterpret_cast<uint16_t*>(dst) = uint16_t(packed);
-        } else {
-            uint8_t* dst = a4 + size_t(t) * (k4 / 2) + (b * BS + lane * PER) / 2;
-            if (PER == 4) *reinterpret_cast<uint16_t*>(dst) = uint16_t(packed);
-            else *dst = uint8_t(packed);
-        }
-        if (lane == 0) scale_a[size_t(t) * blocks + b] = scale;
+        for (int i = 0; i < PER; ++i) q[i] = scale > 0.f ? int(fminf(fmaxf(rintf(v[i] / scale), -qmax), qmax)) : 0;
+        out.template store<PER>(t, b, lane, q, scale);
     }
 }
 
@@ -67,64 +109,75 @@ COMET_DEVICE float block_sum(float v, float* scratch) {
     return total;
 }
 
-template <int BS>
+// The three producers. Block t quantizes token t; tokens past `tokens` (the tiled format's
+// padding rows) are quantized as zeros.
+template <int BS, typename Output>
 COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma,
                                    const int32_t* __restrict__ perm, float eps, int K, int int4_blocks,
-                                   int int8_blocks, uint8_t* a4, int8_t* a8, float* scale_a) {
+                                   int int8_blocks, int tokens, const Output& out) {
     extern __shared__ float row[];  // [K]
     __shared__ float scratch[QUANT_THREADS / 32];
     const int t = blockIdx.x;
+    const bool real = t < tokens;
     float squares = 0.f;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
-        const float v = __bfloat162float(x[size_t(t) * K + k]);
+        const float v = real ? __bfloat162float(x[size_t(t) * K + k]) : 0.f;
         row[k] = v;
         squares += v * v;
     }
     const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);
     __syncthreads();
     quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] * inv * gamma[perm[p]] : 0.f; },
-                     t, int4_blocks, int8_blocks, a4, a8, scale_a);
+                     t, int4_blocks, int8_blocks, out);
 }
 
-template <int BS>
+template <int BS, typename Output>
 COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, const int32_t* __restrict__ perm,
-                                  int F, int int4_blocks, int int8_blocks, uint8_t* a4, int8_t* a8, float* scale_a) {
+                                  int F, int int4_blocks, int int8_blocks, int tokens, const Output& out) {
     extern __shared__ float row[];  // [F]
     const int t = blockIdx.x;
+    const bool real = t < tokens;
     for (int k = threadIdx.x; k < F; k += QUANT_THREADS) {
-        const float gate = __bfloat162float(gate_up[size_t(t) * 2 * F + k]);
-        const float up = __bfloat162float(gate_up[size_t(t) * 2 * F + F + k]);
+        const float gate = real ? __bfloat162float(gate_up[size_t(t) * 2 * F + k]) : 0.f;
+        const float up = real ? __bfloat162float(gate_up[size_t(t) * 2 * F + F + k]) : 0.f;
         row[k] = gate / (1.f + expf(-gate)) * up;
     }
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4, a8, scale_a);
+    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, out);
 }
 
-template <int BS>
+template <int BS, typename Output>
 COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ perm,
-                                   int K, int int4_blocks, int int8_blocks, uint8_t* a4, int8_t* a8, float* scale_a) {
+                                   int K, int int4_blocks, int int8_blocks, int tokens, const Output& out) {
     extern __shared__ float row[];  // [K]
     const int t = blockIdx.x;
-    for (int k = threadIdx.x; k < K; k += QUANT_THREADS) row[k] = __bfloat162float(x[size_t(t) * K + k]);
+    for (int k = threadIdx.x; k < K; k += QUANT_THREADS) row[k] = t < tokens ? __bfloat162float(x[size_t(t) * K + k]) : 0.f;
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4, a8, scale_a);
+    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, out);
 }
 
-#define FMPQ_QUANTIZE_ENTRIES(BS)                                                                             \
-    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quantize_bs##BS(                    \
+// Entry points. Packed: (a4, a8, scales), one block per token. Tiled: (codes, unused, scales),
+// one block per row of the padded tiles. Both take the same arguments so the launcher is one.
+#define FMPQ_OUTPUT_packed(BS) \
+    PackedActivations{a4, a8, scale_a, int4_blocks, int4_blocks + int8_blocks, int4_blocks * BS, int8_blocks * BS}
+#define FMPQ_OUTPUT_tiled(BS) TiledActivations{reinterpret_cast<int8_t*>(a4), scale_a, int4_blocks + int8_blocks}
+
+#define FMPQ_QUANTIZE_ENTRIES(BS, FORMAT)                                                                     \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const float* gamma, const int32_t* perm, float eps, int K, int int4_blocks,  \
-        int int8_blocks, uint8_t* a4, int8_t* a8, float* scale_a) {                                          \
-        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, a4, a8, scale_a);             \
+        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a) {                              \
+        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_bs##BS(                     \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_##FORMAT##_bs##BS(          \
         const __nv_bfloat16* gate_up, const int32_t* perm, int F, int int4_blocks, int int8_blocks,         \
-        uint8_t* a4, int8_t* a8, float* scale_a) {                                                           \
-        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, a4, a8, scale_a);                    \
+        int tokens, uint8_t* a4, int8_t* a8, float* scale_a) {                                               \
+        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS));   \
     }                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_bs##BS(                    \
-        const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, uint8_t* a4,  \
-        int8_t* a8, float* scale_a) {                                                                        \
-        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, a4, a8, scale_a);                         \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_##FORMAT##_bs##BS(         \
+        const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, int tokens,   \
+        uint8_t* a4, int8_t* a8, float* scale_a) {                                                           \
+        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS));        \
     }
-FMPQ_QUANTIZE_ENTRIES(128)
-FMPQ_QUANTIZE_ENTRIES(64)
+FMPQ_QUANTIZE_ENTRIES(128, packed)
+FMPQ_QUANTIZE_ENTRIES(64, packed)
+FMPQ_QUANTIZE_ENTRIES(128, tiled)
