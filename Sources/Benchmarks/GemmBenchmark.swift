@@ -40,11 +40,15 @@ public struct GemmBenchmark {
     public let cublas: CuBLASLt?
     /// Fraction of K-blocks in INT8 (the paper's average is 16%).
     public let int8Share: Double
+    /// Which W4Ax kernel to time: the one the runner picks for each M, or one forced.
+    public enum Kernel: String, Sendable, CaseIterable { case auto, smallM = "small-m", largeM = "large-m" }
+    public let kernel: Kernel
 
-    public init(library: KernelLibrary, cublas: CuBLASLt?, int8Share: Double = 0.16) {
+    public init(library: KernelLibrary, cublas: CuBLASLt?, int8Share: Double = 0.16, kernel: Kernel = .auto) {
         self.library = library
         self.cublas = cublas
         self.int8Share = int8Share
+        self.kernel = kernel
     }
 
     public func run(shape: Shape, m: Int) throws -> Row {
@@ -67,12 +71,24 @@ public struct GemmBenchmark {
             weights.append(W4AxWeightsView(packed: packed, scales: scales))
         }
         let x = (0..<m * shape.k).map { _ in Float.random(in: -1...1, using: &random) }
-        let activations = try W4AxActivations(QuantizedActivations(quantizing: x, tokens: m, layout: layout), context: context)
+        let quantized = try QuantizedActivations(quantizing: x, tokens: m, layout: layout)
         let y = try context.allocate(BFloat16.self, count: m * shape.n)
         let gemm = try W4AxGemm(library: library)
-        let ours = try microsecondsPerCall(on: stream) { i in
-            let w = weights[i % copies]
-            try gemm.launch(activations, packed: w.packed, scales: w.scales, outputs: shape.n, into: y, on: stream)
+        // The kernel the runner would take for this M: small-M (packed) or large-M (tiled).
+        let ours: Double
+        if kernel == .largeM || (kernel == .auto && gemm.prefersTiled(tokens: m, layout: layout)) {
+            let activations = try W4AxTiledActivations(quantized, context: context)
+            let workspace = try gemm.makeSplitKWorkspace(context: context, stream: stream)
+            ours = try microsecondsPerCall(on: stream) { i in
+                let w = weights[i % copies]
+                try gemm.launch(activations, packed: w.packed, scales: w.scales, outputs: shape.n, into: y, workspace: workspace, on: stream)
+            }
+        } else {
+            let activations = try W4AxActivations(quantized, context: context)
+            ours = try microsecondsPerCall(on: stream) { i in
+                let w = weights[i % copies]
+                try gemm.launch(activations, packed: w.packed, scales: w.scales, outputs: shape.n, into: y, on: stream)
+            }
         }
         let oursBytes = weightBytes + shape.n * blocks * 2 + m * (layout.int4Channels / 2 + layout.int8Channels + blocks * 4) + m * shape.n * 2
         weights.removeAll()

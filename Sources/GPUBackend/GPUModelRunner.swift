@@ -66,6 +66,8 @@ public final class GPUModelRunner: ModelRunner {
     let quantize: FMPQQuantize, gemm: W4AxGemm, rope: RoPEKVWrite, attention: DecodeAttentionKernel, ops: LayerOps
     let blas: CuBLASLt
     let blasWorkspace: DeviceBuffer<UInt8>
+    /// The large-M W4Ax GEMM's split-K sums (kept zeroed by the GEMM itself).
+    let splitKWorkspace: DeviceBuffer<Float>
     /// cuBLASLt plans by (m, n, k, fp32 output): bf16 linears and the LM head.
     private var plans: [[Int]: CuBLASLt.Matmul] = [:]
 
@@ -107,6 +109,7 @@ public final class GPUModelRunner: ModelRunner {
         argmax = try ArgmaxKernel(library: library)
         self.blas = blas
         blasWorkspace = try context.allocate(UInt8.self, count: CuBLASLt.Matmul.workspaceBytes)
+        splitKWorkspace = try gemm.makeSplitKWorkspace(context: context, stream: stream)
 
         let rotary = try RotaryEmbedding(config: config, frequencyFactors: weights.ropeFrequencyFactors)
         let half = config.headDim / 2, positions = contextLength
@@ -355,15 +358,19 @@ public final class GPUModelRunner: ModelRunner {
         switch linear {
         case let .w4ax(w, permutation):
             let layout = w.layout
-            let a = try W4AxActivations(
-                layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
-                int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
-            switch input {
-            case let .rmsNorm(x, gamma, eps): try quantize.rmsNorm(x, gamma: gamma, eps: eps, permutation: permutation, into: a, on: stream)
-            case let .swiGLU(gateUp): try quantize.swiGLU(gateUp, permutation: permutation, into: a, on: stream)
-            case let .plain(x): try quantize.permuted(x, permutation: permutation, into: a, on: stream)
+            if gemm.prefersTiled(tokens: tokens, layout: layout) {
+                let a = try W4AxTiledActivations(
+                    layout: layout, tokens: tokens, codes: s.int8.prefix(W4AxTiledActivations.codeCount(layout, tokens: tokens)),
+                    scales: s.blockScales.prefix(W4AxTiledActivations.scaleCount(layout, tokens: tokens)))
+                try quantizeInput(input, permutation: permutation, into: a)
+                try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
+            } else {
+                let a = try W4AxActivations(
+                    layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
+                    int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
+                try quantizeInput(input, permutation: permutation, into: a)
+                try gemm(a, w, into: y, on: stream)
             }
-            try gemm(a, w, into: y, on: stream)
         case let .bf16(w, outputs, inputs):
             let x: DeviceBuffer<BFloat16>
             switch input {
@@ -377,6 +384,15 @@ public final class GPUModelRunner: ModelRunner {
             }
             try plan(m: tokens, n: outputs, k: inputs, float32Output: false)
                 .run(algorithm: 0, x: x.pointer, w: w.pointer, y: y.pointer, workspace: blasWorkspace.pointer, on: stream)
+        }
+    }
+
+    /// The FMPQ kernel that produces a linear's input, fused with its permutation and quantization.
+    private func quantizeInput(_ input: LinearInput, permutation: DeviceBuffer<Int32>, into a: some FMPQQuantizeOutput) throws {
+        switch input {
+        case let .rmsNorm(x, gamma, eps): try quantize.rmsNorm(x, gamma: gamma, eps: eps, permutation: permutation, into: a, on: stream)
+        case let .swiGLU(gateUp): try quantize.swiGLU(gateUp, permutation: permutation, into: a, on: stream)
+        case let .plain(x): try quantize.permuted(x, permutation: permutation, into: a, on: stream)
         }
     }
 
@@ -424,9 +440,12 @@ struct Scratch {
         let widest = max(c.dim, qDim, c.ffnDim)
         let padded = (widest + 63) / 64 * 64  // block size 64 or 128: both pad at most to this
         let paddedAny = (widest + 127) / 128 * 128
+        // int8 and blockScales also hold the large-M GEMM's tiled activations (rows padded to
+        // whole 128-token tiles).
+        let tiledRows = W4AxTiledActivations.tiles(tokens: t) * W4AxTiledActivations.tileTokens
         int4 = try context.allocate(UInt8.self, count: t * max(padded, paddedAny) / 2)
-        int8 = try context.allocate(Int8.self, count: t * max(padded, paddedAny))
-        blockScales = try context.allocate(Float.self, count: t * (widest + 63) / 64)
+        int8 = try context.allocate(Int8.self, count: tiledRows * max(padded, paddedAny))
+        blockScales = try context.allocate(Float.self, count: tiledRows * (widest + 63) / 64)
         if weights.isQuantized {
             normed = try context.allocate(BFloat16.self, count: 1)
             hidden = try context.allocate(BFloat16.self, count: 1)

@@ -8,7 +8,8 @@ import Quant
 /// Tolerance: scales within 1e-5 relative; codes equal except where the GPU's fp32 sum order
 /// (RMSNorm) or expf (SwiGLU, 2 ulp) moves a value across a rounding boundary: then by one
 /// step, at most max(2, 1 in 10^4) codes. Copy and permutation alone (permute_quantize) must
-/// match exactly.
+/// match exactly. The tiled format (128-channel blocks) must hold exactly the packed output's
+/// codes and scales, rearranged as W4AxTiledActivations.image says, with zero padding rows.
 enum FMPQQuantizeChecks {
     static let all = [rmsNorm, swiGLU, permuted]
 
@@ -20,6 +21,7 @@ enum FMPQQuantizeChecks {
     static let cases = [
         Case(m: 1, k: 576, blockSize: 128, int8Blocks: 1),
         Case(m: 7, k: 4096, blockSize: 128, int8Blocks: 5),
+        Case(m: 130, k: 1024, blockSize: 128, int8Blocks: 2),  // two token tiles, the second mostly padding
         Case(m: 33, k: 1000, blockSize: 64, int8Blocks: 3),
         Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // 56 KiB row: opt-in shared memory
         Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // 112 KiB row (Llama-3-70B FFN)
@@ -34,10 +36,11 @@ enum FMPQQuantizeChecks {
             let permutation = randomPermutation(c.k, using: &env.random)
             let expected = try ActivationQuantization.rmsNorm(x, tokens: c.m, gamma: gamma, eps: 1e-5, permutation: permutation, layout: layout)
             let output = try poisoned(layout, tokens: c.m, env: env)
-            try kernels.rmsNorm(upload(x.map(BFloat16.init), env), gamma: upload(gamma, env), eps: 1e-5,
-                                permutation: upload(permutation, env), into: output, on: env.stream)
+            let (dx, dgamma, dperm) = try (upload(x.map(BFloat16.init), env), upload(gamma, env), upload(permutation, env))
+            try kernels.rmsNorm(dx, gamma: dgamma, eps: 1e-5, permutation: dperm, into: output, on: env.stream)
             try env.stream.synchronize()
             try compare(output.toHost(), expected, c, roundingSlack: true)
+            try compareTiled(output, c, env: env) { try kernels.rmsNorm(dx, gamma: dgamma, eps: 1e-5, permutation: dperm, into: $0, on: env.stream) }
         }
         return cases.map(\.description).joined(separator: "; ")
     }
@@ -50,9 +53,11 @@ enum FMPQQuantizeChecks {
             let permutation = randomPermutation(c.k, using: &env.random)
             let expected = try ActivationQuantization.swiGLU(gateUp, tokens: c.m, permutation: permutation, layout: layout)
             let output = try poisoned(layout, tokens: c.m, env: env)
-            try kernels.swiGLU(upload(gateUp.map(BFloat16.init), env), permutation: upload(permutation, env), into: output, on: env.stream)
+            let (dgateUp, dperm) = try (upload(gateUp.map(BFloat16.init), env), upload(permutation, env))
+            try kernels.swiGLU(dgateUp, permutation: dperm, into: output, on: env.stream)
             try env.stream.synchronize()
             try compare(output.toHost(), expected, c, roundingSlack: true)
+            try compareTiled(output, c, env: env) { try kernels.swiGLU(dgateUp, permutation: dperm, into: $0, on: env.stream) }
         }
         return cases.map(\.description).joined(separator: "; ")
     }
@@ -65,9 +70,11 @@ enum FMPQQuantizeChecks {
             let permutation = randomPermutation(c.k, using: &env.random)
             let expected = try ActivationQuantization.permuted(x, tokens: c.m, permutation: permutation, layout: layout)
             let output = try poisoned(layout, tokens: c.m, env: env)
-            try kernels.permuted(upload(x.map(BFloat16.init), env), permutation: upload(permutation, env), into: output, on: env.stream)
+            let (dx, dperm) = try (upload(x.map(BFloat16.init), env), upload(permutation, env))
+            try kernels.permuted(dx, permutation: dperm, into: output, on: env.stream)
             try env.stream.synchronize()
             try compare(output.toHost(), expected, c, roundingSlack: false)
+            try compareTiled(output, c, env: env) { try kernels.permuted(dx, permutation: dperm, into: $0, on: env.stream) }
         }
         return cases.map(\.description).joined(separator: "; ")
     }
@@ -92,6 +99,27 @@ enum FMPQQuantizeChecks {
         }
         guard differing <= max(2, expected.tokens * kp / 10_000) else {
             throw CheckFailure("\(c): \(differing) codes one step off of \(expected.tokens * kp)")
+        }
+    }
+
+    /// Runs `quantize` into a poisoned tiled output and requires exactly the tiled image of
+    /// `packed` (the same kernel's packed output): same codes, same scales, zero padding.
+    static func compareTiled(
+        _ packed: W4AxActivations, _ c: Case, env: GPUCheckEnvironment, _ quantize: (W4AxTiledActivations) throws -> Void
+    ) throws {
+        guard W4AxTiledActivations.supports(packed.layout) else { return }
+        let tiled = try W4AxTiledActivations(layout: packed.layout, tokens: packed.tokens, context: env.context)
+        try tiled.codes.fill(byte: 0xA5, on: env.stream)
+        try tiled.scales.fill(byte: 0xFF, on: env.stream)
+        try quantize(tiled)
+        try env.stream.synchronize()
+        let expected = try W4AxTiledActivations.image(of: packed.toHost())
+        let (codes, scales) = try (tiled.codes.toArray(), tiled.scales.toArray())
+        if let i = codes.indices.first(where: { codes[$0] != expected.codes[$0] }) {
+            throw CheckFailure("\(c) tiled: code byte \(i) = \(codes[i]), expected \(expected.codes[i])")
+        }
+        if let i = scales.indices.first(where: { scales[$0].bitPattern != expected.scales[$0].bitPattern }) {
+            throw CheckFailure("\(c) tiled: scale \(i) = \(scales[i]), expected \(expected.scales[i])")
         }
     }
 

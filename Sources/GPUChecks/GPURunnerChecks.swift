@@ -160,8 +160,9 @@ enum GPURunnerChecks {
         var worst = 0.0, rows = 0, clearRows = 0, argmaxAgree = 0
         var cpuLogits: [Float] = [], gpuLogits: [Float] = []
 
-        // step: (sequence, how many of its pending tokens to run)
-        let plan: [[(Int, Int)]] = [[(0, 37), (1, 5), (2, 20)], [(2, 30)], [(0, 1), (1, 1), (2, 1)], [(0, 1), (1, 1), (2, 1)],
+        // step: (sequence, how many of its pending tokens to run). The first step's 72 tokens
+        // take the large-M GEMM (tiled activations, at least W4AxGemm.largeMThreshold), the rest the small-M one.
+        let plan: [[(Int, Int)]] = [[(0, 37), (1, 5), (2, 30)], [(2, 20)], [(0, 1), (1, 1), (2, 1)], [(0, 1), (1, 1), (2, 1)],
                                     [(0, 1), (1, 1), (2, 1)], [(1, 1), (2, 1)]]
         for step in plan {
             var sequences: [StepSequence] = []

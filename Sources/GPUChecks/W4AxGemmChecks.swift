@@ -3,14 +3,15 @@ import CUDA
 import Kernels
 import Quant
 
-/// w4ax_gemm.cu against the exact W4Ax reference (Quant.W4AxLinear).
+/// w4ax_gemm.cu (small M) and w4ax_gemm_sm90.cu (large M) against the exact W4Ax reference
+/// (Quant.W4AxLinear).
 ///
 /// Tolerance: |gpu - ref| <= 2^-8 |ref| + 2^-20 * magnitude, where magnitude is the sum of
 /// |per-block terms|. The first term is the bf16 rounding of the output (half an ulp is 2^-9
 /// relative; doubled for slack); the second covers fp32 sums over blocks taken in another
 /// order (each addition rounds by 2^-24 relative, at most a few dozen blocks).
 enum W4AxGemmChecks {
-    static let all = [shapes, extremes]
+    static let all = [shapes, extremes, largeM]
 
     struct Case: CustomStringConvertible {
         var m: Int, n: Int, k: Int, blockSize: Int, int8Blocks: Int
@@ -58,7 +59,30 @@ enum W4AxGemmChecks {
         return cases.map(\.description).joined(separator: "; ")
     }
 
-    static func check(_ gemm: W4AxGemm, _ c: Case, env: inout GPUCheckEnvironment) throws {
+    /// The large-M kernel (sm_90a): token tiles partly padding, N not a multiple of the 128-row
+    /// block or of 16, a partial last K-block, all-A4 and all-A8, M up to 8192.
+    static let largeM = GPUCheck("w4ax_gemm.large_m") { env in
+        let gemm = try W4AxGemm(library: env.library)
+        guard gemm.hasLargeMKernel else { return "skipped: \(env.library.arch) has no wgmma" }
+        var cases = [
+            Case(m: 64, n: 128, k: 128, blockSize: 128, int8Blocks: 0),
+            Case(m: 128, n: 256, k: 1024, blockSize: 128, int8Blocks: 2),
+            Case(m: 129, n: 200, k: 600, blockSize: 128, int8Blocks: 1),
+            Case(m: 300, n: 4104, k: 512, blockSize: 128, int8Blocks: 4),
+            Case(m: 1000, n: 1000, k: 4096, blockSize: 128, int8Blocks: 5),
+            Case(m: 8192, n: 136, k: 384, blockSize: 128, int8Blocks: 0),
+        ]
+        let k = Int.random(in: 1...3000, using: &env.random)
+        cases.append(Case(
+            m: Int.random(in: 64...2000, using: &env.random), n: Int.random(in: 1...600, using: &env.random), k: k,
+            blockSize: 128, int8Blocks: Int.random(in: 0...(k + 127) / 128, using: &env.random)))
+        for c in cases { try check(gemm, c, tiled: true, env: &env) }
+        let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
+        guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
+        return cases.map(\.description).joined(separator: "; ") + "; K splits \(split)"
+    }
+
+    static func check(_ gemm: W4AxGemm, _ c: Case, tiled: Bool = false, env: inout GPUCheckEnvironment) throws {
         let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
         let x = randomValues(c.m * c.k, columns: c.k, outliers: 4, using: &env.random)
         let w = randomValues(c.n * c.k, columns: c.k, outliers: 0, using: &env.random)
@@ -66,13 +90,32 @@ enum W4AxGemmChecks {
         let weights = try Int4Weights(roundingToNearest: w, outputs: c.n, layout: layout)
         let (expected, magnitude) = try W4AxLinear.referenceWithMagnitude(a, weights)
 
-        let da = try W4AxActivations(a, context: env.context)
         let dw = try W4AxWeights(weights, context: env.context)
         let y = try env.context.allocate(BFloat16.self, count: c.m * c.n)
         try y.fill(byte: 0xFF, on: env.stream)  // poison: bf16 0xFFFF is NaN
-        try gemm(da, dw, into: y, on: env.stream)
-        try env.stream.synchronize()
-        let got = try y.toArray()
+        var outputs: [[BFloat16]] = []
+        if tiled {
+            // Unsplit, then split-K where the kernel would split (poisoned again in between).
+            let da = try W4AxTiledActivations(a, context: env.context)
+            try gemm(da, dw, into: y, on: env.stream)
+            try env.stream.synchronize()
+            outputs.append(try y.toArray())
+            try y.fill(byte: 0xFF, on: env.stream)
+            let workspace = try gemm.makeSplitKWorkspace(context: env.context, stream: env.stream)
+            try gemm(da, dw, into: y, workspace: workspace, on: env.stream)
+            try env.stream.synchronize()
+            outputs.append(try y.toArray())
+            // The workspace is left zeroed for the next call.
+            guard try workspace.toArray().allSatisfy({ $0 == 0 }) else { throw CheckFailure("\(c): split-K workspace not zeroed after use") }
+        } else {
+            try gemm(W4AxActivations(a, context: env.context), dw, into: y, on: env.stream)
+            try env.stream.synchronize()
+            outputs.append(try y.toArray())
+        }
+        for got in outputs { try compare(got, expected, magnitude, c) }
+    }
+
+    static func compare(_ got: [BFloat16], _ expected: [Float], _ magnitude: [Float], _ c: Case) throws {
         for i in got.indices {
             let g = got[i].float, e = expected[i]
             let tolerance = abs(e) / 256 + magnitude[i] / Float(1 << 20)

@@ -8,8 +8,9 @@ public struct W4AxGemm: Sendable {
     struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int }
     let functions: KernelVariants<Variant>
     let multiprocessors: Int
-    /// The large-M kernel, where the GPU has wgmma (sm_90a).
-    let largeM: KernelFunction?
+    /// The large-M kernel and its split-K epilogue, where the GPU has wgmma (sm_90a).
+    let largeM: KernelFunction?, splitKFinish: KernelFunction?
+    public var hasLargeMKernel: Bool { largeM != nil }
 
     /// Shared memory of the large-M kernel: 6 stages of a 16 KiB code tile and 512 bytes of
     /// scales, 12 mbarriers, and 1 KiB to align the tiles for the swizzle.
@@ -25,19 +26,43 @@ public struct W4AxGemm: Sendable {
             let function = try library.function("w4ax_large_m_bs128", in: "w4ax_gemm_sm90.cu")
             try function.setMaxDynamicSharedMemory(Self.largeMSharedBytes)
             largeM = function
+            splitKFinish = try library.function("w4ax_split_k_finish", in: "w4ax_gemm_sm90.cu")
         } else {
             largeM = nil
+            splitKFinish = nil
         }
     }
 
     /// Whether `tokens` rows of `layout` should take the large-M kernel (tiled activations).
-    /// Below 64 tokens the small-M kernel streams the weights faster than 128-token tiles
-    /// that are mostly padding.
+    /// Up to 32 tokens the small-M kernel streams the weights faster than 128-token tiles that
+    /// are mostly padding; at 48 the large-M one wins on every Llama-3-8B shape (bench/NOTES.md).
     public func prefersTiled(tokens: Int, layout: FMPQLayout) -> Bool {
         largeM != nil && W4AxTiledActivations.supports(layout) && tokens >= Self.largeMThreshold
     }
 
-    public static let largeMThreshold = 64
+    public static let largeMThreshold = 33
+
+    /// K splits for the large-M kernel. One block runs per SM and a tile's K loop is serial, so
+    /// with fewer tiles than SMs some SMs idle (8B qkv at M = 256: 96 tiles for 132 SMs). The
+    /// split count minimises waves x K-blocks per split, the fewest splits on a tie (each split
+    /// adds fp32 atomics and the finishing pass).
+    public func splitK(outputs: Int, tokens: Int, blocks: Int) -> Int {
+        let tiles = (outputs + 127) / 128 * W4AxTiledActivations.tiles(tokens: tokens)
+        guard tiles < multiprocessors else { return 1 }
+        func cost(_ splits: Int) -> Int { (tiles * splits + multiprocessors - 1) / multiprocessors * ((blocks + splits - 1) / splits) }
+        var best = 1
+        for splits in 2...max(2, min(16, blocks)) where splits <= blocks && cost(splits) < cost(best) { best = splits }
+        return best
+    }
+
+    /// A zeroed fp32 workspace for split-K sums, large enough for any call: K is split only when
+    /// the output tiles are fewer than the SMs, so tokens x outputs < SMs x 128 x 128. The GEMM
+    /// leaves it zeroed again, so one workspace serves every call on a stream.
+    public func makeSplitKWorkspace(context: CUDAContext, stream: CUDAStream) throws -> DeviceBuffer<Float> {
+        let workspace = try context.allocate(Float.self, count: multiprocessors * 128 * 128)
+        try workspace.fill(byte: 0, on: stream)
+        return workspace
+    }
 
     /// n-tiles per warp: 2 (activation work shared by two tiles) when that still leaves at
     /// least two blocks per SM, else 1.
@@ -80,21 +105,24 @@ public struct W4AxGemm: Sendable {
 }
 
 extension W4AxGemm {
+    /// The large-M GEMM. `workspace` (from `makeSplitKWorkspace`, at least tokens x outputs)
+    /// enables split-K where the output tiles alone leave SMs idle; without it K is not split.
     public func callAsFunction(
-        _ a: W4AxTiledActivations, _ w: W4AxWeights, into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
+        _ a: W4AxTiledActivations, _ w: W4AxWeights, into y: DeviceBuffer<BFloat16>, workspace: DeviceBuffer<Float>? = nil,
+        on stream: CUDAStream
     ) throws {
         guard a.layout == w.layout else {
             throw QuantError.shapeMismatch("activation layout \(a.layout) differs from weight layout \(w.layout)")
         }
-        try launch(a, packed: w.packed, scales: w.scales, outputs: w.outputs, into: y, on: stream)
+        try launch(a, packed: w.packed, scales: w.scales, outputs: w.outputs, into: y, workspace: workspace, on: stream)
     }
 
     /// The large-M launch on raw weight buffers in W4AxWeights' layout.
     public func launch(
         _ a: W4AxTiledActivations, packed: DeviceBuffer<UInt8>, scales: DeviceBuffer<Float16>, outputs: Int,
-        into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
+        into y: DeviceBuffer<BFloat16>, workspace: DeviceBuffer<Float>? = nil, on stream: CUDAStream
     ) throws {
-        guard let largeM else {
+        guard let largeM, let splitKFinish else {
             throw CUDAError.invalidArgument("the large-M W4Ax kernel needs wgmma (sm_90a); this GPU is not one")
         }
         let tiles = (outputs + 15) / 16
@@ -104,9 +132,20 @@ extension W4AxGemm {
         guard y.count == a.tokens * outputs else {
             throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
         }
+        let blocks = a.layout.blockCount, elements = a.tokens * outputs
+        var splits = splitK(outputs: outputs, tokens: a.tokens, blocks: blocks)
+        if let workspace, workspace.count < elements { splits = 1 }
+        let perSplit = (blocks + splits - 1) / splits
+        splits = (blocks + perSplit - 1) / perSplit
+        let partial = splits > 1 ? workspace : nil
         try largeM.launch(
-            grid: Dim3((outputs + 127) / 128, a.tiles), block: Dim3(288), sharedMemoryBytes: Self.largeMSharedBytes, on: stream,
-            packed.pointer, scales.pointer, a.codes.pointer, a.scales.pointer, y.pointer,
-            Int32(a.tokens), Int32(outputs), Int32(a.layout.blockCount))
+            grid: Dim3((outputs + 127) / 128, a.tiles, partial == nil ? 1 : splits), block: Dim3(384),
+            sharedMemoryBytes: Self.largeMSharedBytes, on: stream,
+            packed.pointer, scales.pointer, a.codes.pointer, a.scales.pointer, y.pointer, partial?.pointer ?? y.pointer,
+            Int32(a.tokens), Int32(outputs), Int32(blocks), Int32(partial == nil ? blocks : perSplit))
+        if let partial {
+            try splitKFinish.launch(
+                grid: Dim3((elements + 1023) / 1024), block: Dim3(256), on: stream, partial.pointer, y.pointer, Int32(elements))
+        }
     }
 }

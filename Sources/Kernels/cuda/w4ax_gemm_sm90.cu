@@ -16,8 +16,10 @@
 // the 128-byte swizzle wgmma reads. So one bulk copy (cp.async.bulk, no tensor map) per stage
 // moves a tile, completing on an mbarrier; its 128 fp32 scales follow in a second copy.
 //
-// Block of 288 threads: two consumer warpgroups (64 output channels each) and one producer
-// warp. The producer keeps STAGES tiles in flight; each consumer, per K-block: widens its
+// Block of 384 threads: a producer warpgroup (one thread issues the copies; the group gives
+// its registers to the others with setmaxnreg) and two consumer warpgroups, 64 output channels
+// each (with 288 threads, some SM sub-partition held three warps and capped every thread at
+// 168 registers: spills). The producer keeps STAGES tiles in flight; each consumer, per K-block: widens its
 // weights (prefetched one block ahead), issues 4 wgmma k32 steps into int32 accumulators,
 // waits, and promotes them to fp32 with the block's scales. The warpgroups synchronise only
 // through the stage barriers, so one promotes while the other's wgmma runs.
@@ -25,7 +27,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-constexpr int LM_THREADS = 256 + 32;
+constexpr int LM_THREADS = 384;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -117,7 +119,8 @@ COMET_DEVICE WeightBlock load_weight_block(const uint4* __restrict__ W, const __
 
 COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const int8_t* __restrict__ codes, const float* __restrict__ scale_a,
-                               __nv_bfloat16* __restrict__ Y, int M, int N, int blocks) {
+                               __nv_bfloat16* __restrict__ Y, float* __restrict__ partial, int M, int N, int blocks,
+                               int blocks_per_split) {
     extern __shared__ uint8_t shared_raw[];
     // The swizzle is a function of address bits 7-9: tiles start on 1024-byte boundaries.
     uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<size_t>(shared_raw) + 1023) & ~size_t(1023));
@@ -128,19 +131,24 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int m_tile = blockIdx.y;
+    // Split-K: this block's K-blocks [kb_begin, kb_end); with more than one split (grid z),
+    // fp32 partial sums are added into `partial`, which w4ax_split_k_finish converts.
+    const int kb_begin = blockIdx.z * blocks_per_split;
+    const int kb_end = min(blocks, kb_begin + blocks_per_split);
     if (threadIdx.x == 0) {
         for (int s = 0; s < LM_STAGES; ++s) {
             mbarrier_init(&full[s], 1);
-            mbarrier_init(&empty[s], LM_CONSUMERS);
+            mbarrier_init(&empty[s], LM_CONSUMERS / 32);  // one arrival per consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
 
-    if (warp == LM_CONSUMERS / 32) {  // the producer
-        if (lane == 0) {
-            for (int kb = 0; kb < blocks; ++kb) {
-                const int s = kb % LM_STAGES, use = kb / LM_STAGES;
+    if (warp < 4) {  // the producer warpgroup
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if (threadIdx.x == 0) {
+            for (int kb = kb_begin; kb < kb_end; ++kb) {
+                const int s = (kb - kb_begin) % LM_STAGES, use = (kb - kb_begin) / LM_STAGES;
                 if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1);
                 mbarrier_arrive_expect_tx(&full[s], LM_TILE_BYTES + LM_SCALE_BYTES);
                 const size_t image = size_t(m_tile) * blocks + kb;
@@ -151,9 +159,10 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
         return;
     }
 
-    // A consumer: warpgroup `group` owns 64 output channels, its warp `warp % 4` a 16-row tile.
+    // A consumer: warpgroup 1 or 2 owns 64 output channels, its warp `warp % 4` a 16-row tile.
     const int tiles = (N + 15) / 16;
-    const int tile = blockIdx.x * (LM_CHANNELS / 16) + warp;
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    const int tile = blockIdx.x * (LM_CHANNELS / 16) + (warp - 4);
     const int g = lane >> 2, t = lane & 3;
 
     float acc[64];
@@ -161,10 +170,10 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
     for (int i = 0; i < 64; ++i) acc[i] = 0.f;
     int32_t d[64];
 
-    WeightBlock next = load_weight_block(W, scale_w, 0, tiles, tile, lane);
-    for (int kb = 0; kb < blocks; ++kb) {
+    WeightBlock next = load_weight_block(W, scale_w, kb_begin, tiles, tile, lane);
+    for (int kb = kb_begin; kb < kb_end; ++kb) {
         const WeightBlock w = next;
-        if (kb + 1 < blocks) next = load_weight_block(W, scale_w, kb + 1, tiles, tile, lane);
+        if (kb + 1 < kb_end) next = load_weight_block(W, scale_w, kb + 1, tiles, tile, lane);
         // Widen: step st's registers are rows g / g + 8 of k 4t..4t+3 and 16+4t..16+4t+3.
         uint32_t a[4][4];
 #pragma unroll
@@ -176,8 +185,8 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
             a[st][2] = (hi << 4) & 0xF0F0F0F0u;
             a[st][3] = hi & 0xF0F0F0F0u;
         }
-        const int s = kb % LM_STAGES;
-        mbarrier_wait(&full[s], (kb / LM_STAGES) & 1);
+        const int s = (kb - kb_begin) % LM_STAGES;
+        mbarrier_wait(&full[s], ((kb - kb_begin) / LM_STAGES) & 1);
         const uint64_t desc = swizzled_tile_descriptor(tile_codes + s * LM_TILE_BYTES);
         wgmma_fence();
 #pragma unroll
@@ -201,7 +210,10 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
             acc[4 * j + 2] += float(d[4 * j + 2]) * (a2.x * w.scale[1]);
             acc[4 * j + 3] += float(d[4 * j + 3]) * (a2.y * w.scale[1]);
         }
-        mbarrier_arrive(&empty[s]);
+        // The warp's reads of this stage are done (wgmma waited for, scales consumed): one
+        // arrival per warp, not 256 serialised shared-memory atomics.
+        __syncwarp();
+        if (lane == 0) mbarrier_arrive(&empty[s]);
     }
 
     const int row = tile * 16 + g;
@@ -211,22 +223,47 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
         for (int e = 0; e < 2; ++e) {
             const int token = m_tile * LM_TOKENS + 8 * j + 2 * t + e;
             if (token >= M) continue;
-            if (row < N) Y[size_t(token) * N + row] = __float2bfloat16_rn(acc[4 * j + e]);
-            if (row + 8 < N) Y[size_t(token) * N + row + 8] = __float2bfloat16_rn(acc[4 * j + 2 + e]);
+            const size_t at = size_t(token) * N + row;
+            if (gridDim.z > 1) {
+                if (row < N) atomicAdd(partial + at, acc[4 * j + e]);
+                if (row + 8 < N) atomicAdd(partial + at + 8, acc[4 * j + 2 + e]);
+            } else {
+                if (row < N) Y[at] = __float2bfloat16_rn(acc[4 * j + e]);
+                if (row + 8 < N) Y[at + 8] = __float2bfloat16_rn(acc[4 * j + 2 + e]);
+            }
         }
     }
 }
 
 #endif
 
-// Grid: (ceil(N / 128), ceil(M / 128)); 288 threads; dynamic shared memory w4ax_large_m_shared_bytes.
+// Grid: (ceil(N / 128), ceil(M / 128), K splits); 384 threads; dynamic shared memory as
+// W4AxGemm.largeMSharedBytes. With one split Y is written directly; with more, `partial`
+// ([M, N] fp32, all zero) receives the sums and w4ax_split_k_finish writes Y.
 // Compiled for every target so that one source list serves all; only sm_90a has a body.
 extern "C" __global__ void __launch_bounds__(LM_THREADS, 1) w4ax_large_m_bs128(
-    const uint4* W, const __half* scale_w, const int8_t* codes, const float* scale_a, __nv_bfloat16* Y, int M, int N,
-    int blocks) {
+    const uint4* W, const __half* scale_w, const int8_t* codes, const float* scale_a, __nv_bfloat16* Y, float* partial,
+    int M, int N, int blocks, int blocks_per_split) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    w4ax_large_m(W, scale_w, codes, scale_a, Y, M, N, blocks);
+    w4ax_large_m(W, scale_w, codes, scale_a, Y, partial, M, N, blocks, blocks_per_split);
 #else
     __trap();
 #endif
+}
+
+// Y = bf16(partial), and partial back to zero: the split-K workspace stays zeroed between
+// uses, so no memset precedes the next GEMM. Four elements per thread.
+extern "C" __global__ void w4ax_split_k_finish(float* partial, __nv_bfloat16* Y, int count) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i + 4 <= count) {
+        const float4 v = *reinterpret_cast<const float4*>(partial + i);
+        *reinterpret_cast<float4*>(partial + i) = make_float4(0.f, 0.f, 0.f, 0.f);
+        reinterpret_cast<__nv_bfloat162*>(Y + i)[0] = __floats2bfloat162_rn(v.x, v.y);
+        reinterpret_cast<__nv_bfloat162*>(Y + i)[1] = __floats2bfloat162_rn(v.z, v.w);
+    } else {
+        for (int k = i; k < count; ++k) {
+            Y[k] = __float2bfloat16_rn(partial[k]);
+            partial[k] = 0.f;
+        }
+    }
 }
