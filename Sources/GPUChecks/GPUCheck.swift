@@ -46,24 +46,33 @@ public struct GPUCheck: Sendable {
         + DecodeAttentionChecks.all + RoPEKVWriteChecks.all + LayerOpsChecks.all + SamplingChecks.all + GPURunnerChecks.all
 
     /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
-    /// Prints `PASS`/`FAIL` lines through `log`, and returns the counts.
+    /// Prints `PASS`/`FAIL`/`SKIP` lines through `log`, and returns the counts.
     public static func run(
         _ checks: [GPUCheck], in environment: inout GPUCheckEnvironment, log: (String) -> Void
-    ) -> (passed: Int, failed: Int) {
-        var passed = 0, failed = 0
+    ) -> (passed: Int, failed: Int, skipped: Int) {
+        var passed = 0, failed = 0, skipped = 0
         for check in checks {
             do {
                 let summary = try check.body(&environment)
                 try environment.context.synchronize()  // surfaces asynchronous kernel faults here
                 passed += 1
                 log("PASS \(check.name): \(summary)")
+            } catch let skip as CheckSkipped {
+                skipped += 1
+                log("SKIP \(check.name): \(skip.reason)")
             } catch {
                 failed += 1
                 log("FAIL \(check.name): \(error)")
             }
         }
-        return (passed, failed)
+        return (passed, failed, skipped)
     }
+}
+
+/// Thrown by a check that cannot run here (no model file, no wgmma): counted apart, never as a pass.
+struct CheckSkipped: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
 }
 
 /// Throws unless `actual` equals `expected` element for element, naming the first mismatch.

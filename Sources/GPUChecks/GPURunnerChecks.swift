@@ -66,7 +66,7 @@ enum GPURunnerChecks {
     /// checkpoint (RTN, calibrated on one paragraph of other text, KV4) against the CPU's exact FMPQ
     /// forward (limit 3%, or 1.5x the CPU's own move under bf16 embeddings: see above).
     static let smolLM2 = GPUCheck("gpu_runner.smollm2") { env in
-        guard let path = env.modelPath else { return "skipped: no model file (check-gpu --model PATH)" }
+        guard let path = env.modelPath else { throw CheckSkipped("no model file (check-gpu --model PATH)") }
         let file = try GGUFFile(path: path)
         let source = try GGUFWeights(file: file)
         let tokenizer = try makeTokenizer(gguf: file)

@@ -63,7 +63,7 @@ enum W4AxGemmChecks {
     /// block or of 16, a partial last K-block, all-A4 and all-A8, M up to 8192.
     static let largeM = GPUCheck("w4ax_gemm.large_m") { env in
         let gemm = try W4AxGemm(library: env.library)
-        guard gemm.hasLargeMKernel else { return "skipped: \(env.library.arch) has no wgmma" }
+        guard gemm.hasLargeMKernel else { throw CheckSkipped("\(env.library.arch) has no wgmma") }
         var cases = [
             Case(m: 64, n: 128, k: 128, blockSize: 128, int8Blocks: 0),
             Case(m: 128, n: 256, k: 1024, blockSize: 128, int8Blocks: 2),

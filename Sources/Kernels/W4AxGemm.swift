@@ -12,9 +12,10 @@ public struct W4AxGemm: Sendable {
     let largeM: KernelFunction?, splitKFinish: KernelFunction?
     public var hasLargeMKernel: Bool { largeM != nil }
 
-    /// Shared memory of the large-M kernel: 6 stages of a 16 KiB code tile and 512 bytes of
-    /// scales, 12 mbarriers, and 1 KiB to align the tiles for the swizzle.
-    static let largeMSharedBytes = 6 * (W4AxTiledActivations.tileBytes + 512) + 12 * 8 + 1024
+    /// Shared memory of the large-M kernel: 6 stages of a 16 KiB code tile, 512 bytes of
+    /// activation scales, 8 KiB of weights and 256 bytes of their scales; 12 mbarriers; 1 KiB to
+    /// align the tiles for the swizzle.
+    static let largeMSharedBytes = 6 * (W4AxTiledActivations.tileBytes + 512 + 8192 + 256) + 12 * 8 + 1024
 
     public init(library: KernelLibrary) throws {
         let variants = [64, 128].flatMap { bs in [1, 2, 4].flatMap { mt in [1, 2].map { Variant(blockSize: bs, mTiles: mt, nTiles: $0) } } }

@@ -6,7 +6,7 @@ struct CheckGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-gpu",
         abstract: "Run every GPU check: each kernel against the CPU reference on fresh random inputs.",
-        discussion: "Prints one PASS/FAIL line per check and ends with 'N passed, N failed'. Exits 1 if any failed.")
+        discussion: "Prints one PASS/FAIL/SKIP line per check and ends with 'N passed, N failed' (and ', N skipped' when a check cannot run here, e.g. without the model file). Exits 1 if any failed.")
 
     @Option(help: "Seed for the random inputs (default: fresh each run; printed so a failure can be replayed).")
     var seed: UInt64?
@@ -36,8 +36,8 @@ struct CheckGPU: ParsableCommand {
             print("0 passed, \(checks.count) failed")
             throw fail("cannot run GPU checks: \(error)")
         }
-        let (passed, failed) = GPUCheck.run(checks, in: &environment) { print($0) }
-        print("\(passed) passed, \(failed) failed")
+        let (passed, failed, skipped) = GPUCheck.run(checks, in: &environment) { print($0) }
+        print("\(passed) passed, \(failed) failed" + (skipped > 0 ? ", \(skipped) skipped" : ""))
         if failed > 0 { throw ExitCode(1) }
     }
 }
