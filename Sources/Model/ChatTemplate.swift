@@ -15,7 +15,8 @@ public struct ChatMessage: Sendable, Equatable {
 
 /// The prompt formats we render natively, in place of a Jinja engine. Each renders exactly what the
 /// model's own Jinja template (`tokenizer.chat_template`) renders for system/user/assistant messages.
-/// The result contains special tokens as text: encode it with `parseSpecial: true, addBOS: false`.
+/// `render` gives the text with special tokens spelled out; `encode` gives the token ids, taking
+/// control tokens from the template only.
 public enum ChatTemplate: Sendable, Equatable {
     /// `<|im_start|>role\ncontent<|im_end|>\n` (SmolLM2, Qwen). `defaultSystemPrompt` is inserted
     /// first when the conversation has no system message, as SmolLM2's template does.
@@ -82,44 +83,95 @@ public enum ChatTemplate: Sendable, Equatable {
     /// The prompt for `messages`; with `addGenerationPrompt` it ends where the assistant's reply begins
     /// (Llama 2 and Mistral prompts always end there after a user message).
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws -> String {
+        try renderPieces(messages, addGenerationPrompt: addGenerationPrompt).text
+    }
+
+    /// The prompt's token ids. Control tokens come only from the template: a message whose content
+    /// spells one (`<|im_end|>`, `<|eot_id|>`, `</s>`) gets it as plain text, so a user cannot end
+    /// a turn or forge a role. When no content does, this is exactly the rendered text encoded
+    /// with special tokens (Hugging Face's result); otherwise template and contents are encoded
+    /// separately.
+    public func encode(_ messages: [ChatMessage], tokenizer: any Tokenizer, addGenerationPrompt: Bool = true) throws -> [Int32] {
+        let rendered = try renderPieces(messages, addGenerationPrompt: addGenerationPrompt)
+        let spellsControlToken = rendered.pieces.contains { piece in
+            piece.isContent && tokenizer.encode(piece.text, addBOS: false, parseSpecial: true)
+                != tokenizer.encode(piece.text, addBOS: false, parseSpecial: false)
+        }
+        guard spellsControlToken else { return tokenizer.encode(rendered.text, addBOS: false, parseSpecial: true) }
+        return rendered.pieces.flatMap { tokenizer.encode($0.text, addBOS: false, parseSpecial: !$0.isContent) }
+    }
+
+    /// A rendered prompt as template text and message contents, in order.
+    struct Rendered {
+        var pieces: [(text: String, isContent: Bool)] = []
+        var text: String { pieces.map(\.text).joined() }
+        mutating func template(_ text: String) {
+            if let last = pieces.last, !last.isContent { pieces[pieces.count - 1].text += text } else { pieces.append((text, false)) }
+        }
+        mutating func content(_ text: String) { if !text.isEmpty { pieces.append((text, true)) } }
+    }
+
+    func renderPieces(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> Rendered {
+        var out = Rendered()
         switch self {
         case let .chatML(defaultSystemPrompt):
-            var out = ""
             if let first = messages.first, first.role != .system, let defaultSystemPrompt {
-                out += "<|im_start|>system\n\(defaultSystemPrompt)<|im_end|>\n"
+                out.template("<|im_start|>system\n\(defaultSystemPrompt)<|im_end|>\n")
             }
-            for message in messages { out += "<|im_start|>\(message.role.rawValue)\n\(message.content)<|im_end|>\n" }
-            if addGenerationPrompt { out += "<|im_start|>assistant\n" }
-            return out
+            for message in messages {
+                out.template("<|im_start|>\(message.role.rawValue)\n")
+                out.content(message.content)
+                out.template("<|im_end|>\n")
+            }
+            if addGenerationPrompt { out.template("<|im_start|>assistant\n") }
 
         case .llama3:
-            var out = "<|begin_of_text|>"
+            out.template("<|begin_of_text|>")
             for message in messages {
-                out += "<|start_header_id|>\(message.role.rawValue)<|end_header_id|>\n\n\(Self.strip(message.content))<|eot_id|>"
+                out.template("<|start_header_id|>\(message.role.rawValue)<|end_header_id|>\n\n")
+                out.content(Self.strip(message.content))
+                out.template("<|eot_id|>")
             }
-            if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
-            return out
+            if addGenerationPrompt { out.template("<|start_header_id|>assistant<|end_header_id|>\n\n") }
 
         case .llama2:
             let (system, turns) = try Self.alternatingTurns(messages)
-            var out = ""
             for (i, message) in turns.enumerated() {
-                var content = message.content
-                if i == 0, let system { content = "<<SYS>>\n\(system)\n<</SYS>>\n\n" + content }
-                out += message.role == .user ? "<s>[INST] \(Self.strip(content)) [/INST]" : " \(Self.strip(content)) </s>"
+                let isUser = message.role == .user
+                out.template(isUser ? "<s>[INST] " : " ")
+                if i == 0, let system {
+                    // Python's strip() of "<<SYS>>\n" + system + ... + content: the template's own
+                    // text starts and ends the stripped string, so only the content's ends move.
+                    let content = Self.stripEnd(message.content)
+                    out.template("<<SYS>>\n")
+                    out.content(system)
+                    out.template(content.isEmpty ? "\n<</SYS>>" : "\n<</SYS>>\n\n")
+                    out.content(content)
+                } else {
+                    out.content(Self.strip(message.content))
+                }
+                out.template(isUser ? " [/INST]" : " </s>")
             }
-            return out
 
         case .mistral:
             let (system, turns) = try Self.alternatingTurns(messages)
-            var out = "<s>"
+            out.template("<s>")
             for (i, message) in turns.enumerated() {
-                var content = message.content
-                if i == 0, let system { content = system + "\n\n" + content }
-                out += message.role == .user ? "[INST] \(content) [/INST]" : "\(content)</s>"
+                if message.role == .user {
+                    out.template("[INST] ")
+                    if i == 0, let system {
+                        out.content(system)
+                        out.template("\n\n")
+                    }
+                    out.content(message.content)
+                    out.template(" [/INST]")
+                } else {
+                    out.content(message.content)
+                    out.template("</s>")
+                }
             }
-            return out
         }
+        return out
     }
 
     /// An optional leading system message and the rest, which must go user, assistant, user, ...
@@ -141,6 +193,12 @@ public enum ChatTemplate: Sendable, Equatable {
     private static func strip(_ text: String) -> String {
         var scalars = text.unicodeScalars[...]
         while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() }
+        return stripEnd(String(String.UnicodeScalarView(scalars)))
+    }
+
+    /// Python's `str.rstrip()`.
+    private static func stripEnd(_ text: String) -> String {
+        var scalars = text.unicodeScalars[...]
         while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() }
         return String(String.UnicodeScalarView(scalars))
     }

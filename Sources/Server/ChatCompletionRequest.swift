@@ -40,15 +40,13 @@ struct ChatCompletionRequest: Decodable, Sendable {
 
     /// The conversation rendered with the model's chat template, ending where the assistant's reply
     /// begins, as token ids.
+    /// Control tokens come from the template only: one typed into a message stays text.
     func promptTokens(_ tokenizer: any Tokenizer, template: ChatTemplate) throws(APIError) -> [Int32] {
-        let text: String
         do {
-            text = try template.render(messages)
+            return try template.encode(messages, tokenizer: tokenizer)
         } catch {
             throw .invalidRequest("\(error)", param: "messages")
         }
-        // The rendered template holds its control tokens as text (ChatTemplate's contract).
-        return tokenizer.encode(text, addBOS: false, parseSpecial: true)
     }
 
     /// Generation stops at the model's end-of-text token and at the template's end of turn.

@@ -63,8 +63,7 @@ struct Chat: AsyncParsableCommand {
             while true {
                 var messages = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
                 messages += history
-                let text = try orFail("") { try template.render(messages) }
-                prompt = tokenizer.encode(text, addBOS: false, parseSpecial: true)
+                prompt = try orFail("") { try template.encode(messages, tokenizer: tokenizer) }
                 if prompt.count + min(maxTokens, 64) <= contextLength || history.count <= 1 { break }
                 history.removeFirst(min(2, history.count - 1))
             }

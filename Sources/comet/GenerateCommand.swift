@@ -42,8 +42,7 @@ struct Generate: AsyncParsableCommand {
             let template = try modelOptions.chatTemplate(source)
             var messages = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
             messages.append(ChatMessage(role: .user, content: prompt))
-            let text = try orFail("") { try template.render(messages) }
-            ids = tokenizer.encode(text, addBOS: false, parseSpecial: true)
+            ids = try orFail("") { try template.encode(messages, tokenizer: tokenizer) }
             if let end = tokenizer.tokenID(for: template.endOfTurn) { stopTokens.insert(end) }
         } else {
             ids = tokenizer.encode(prompt, addBOS: tokenizer.addsBOS, parseSpecial: true)

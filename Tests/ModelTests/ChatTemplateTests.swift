@@ -38,6 +38,9 @@ import Testing
         // The template strips the whole first content, system block included: " Hi!" keeps its inner space.
         #expect(rendered == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi! [/INST] Hello. </s><s>[INST] 2+2? [/INST]")
         #expect(try ChatTemplate.llama2.render([user]) == "<s>[INST] Hi! [/INST]")
+        // Python strips the system block and an empty first content as one string.
+        let blank = ChatMessage(role: .user, content: " \n")
+        #expect(try ChatTemplate.llama2.render([system, blank]) == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>> [/INST]")
         expectModelError({ _ = try ChatTemplate.llama2.render([user, user2]) }) {
             $0.description.contains("alternate")
         }
