@@ -1,3 +1,4 @@
+import Dispatch
 import Model
 import Sampling
 
@@ -126,19 +127,45 @@ final class EngineLoop: @unchecked Sendable {
             return
         }
         scheduler.didRun(output)
-        var row = 0
-        for chunk in output.chunks where chunk.needsLogits {
-            defer { row += 1 }
-            guard let context = contexts[chunk.sequence.id] else { continue }
-            if greedy {
-                advance(context, SampledToken(token: greedyTokens[row]))
-            } else {
-                let sampled = context.sampler.sample(
-                    logits[(row * vocabularySize)..<((row + 1) * vocabularySize)], history: context.sequence.tokens,
-                    topLogprobs: context.request.topLogprobs)
-                advance(context, sampled)
+        let rowContexts = output.chunks.filter(\.needsLogits).map { contexts[$0.sequence.id] }
+        if greedy {
+            for (row, context) in rowContexts.enumerated() {
+                if let context { advance(context, SampledToken(token: greedyTokens[row])) }
+            }
+        } else {
+            for (row, sampled) in sampleRows(rowContexts).enumerated() {
+                if let context = rowContexts[row], let sampled { advance(context, sampled) }
             }
         }
+    }
+
+    /// Each row's next token from its request's sampler, rows on all cores: one row of a 128K
+    /// vocabulary with top-p takes milliseconds (Sampler), and a step can have hundreds.
+    private func sampleRows(_ rowContexts: [RequestContext?]) -> [SampledToken?] {
+        var sampled = [SampledToken?](repeating: nil, count: rowContexts.count)
+        let vocabularySize = vocabularySize
+        logits.withUnsafeBufferPointer { logits in
+            sampled.withUnsafeMutableBufferPointer { slots in
+                let sampled = slots
+                let sample = { (row: Int) in
+                    // Row `row` touches only its own context (its sampler) and its own output slot.
+                    guard let context = rowContexts[row] else { return }
+                    sampled[row] = context.sampler.sample(
+                        logits[(row * vocabularySize)..<((row + 1) * vocabularySize)], history: context.sequence.tokens,
+                        topLogprobs: context.request.topLogprobs)
+                }
+                if rowContexts.count == 1 {
+                    sample(0)
+                } else {
+                    // The contexts are not Sendable; each iteration owns a distinct one (one row per
+                    // sequence), and all are done before concurrentPerform returns.
+                    withoutActuallyEscaping(sample) { sample in
+                        DispatchQueue.concurrentPerform(iterations: rowContexts.count, execute: unsafeBitCast(sample, to: (@Sendable (Int) -> Void).self))
+                    }
+                }
+            }
+        }
+        return sampled
     }
 
     /// Samples the request's next token and yields what it completes; ends the request at a stop

@@ -67,7 +67,20 @@ public struct Sampler: Sendable {
     /// token is banned).
     private mutating func choose(_ logits: some Collection<Float>) -> Int32 {
         if parameters.temperature == 0 { return Self.argmax(working) }
+        guard applyFilters() else { return Self.argmax(logits) }
+        return draw()
+    }
 
+    /// The tokens `logits` (already penalized) may be drawn from after temperature and the filters,
+    /// in the order the draw walks them (tests compare it with a reference).
+    mutating func drawableTokens(_ logits: [Float]) -> [Int32] {
+        working = logits
+        return applyFilters() ? candidates : []
+    }
+
+    /// Tempers `working` and leaves in `candidates` / `probabilities` the tokens that may be drawn;
+    /// false when every token is banned.
+    private mutating func applyFilters() -> Bool {
         // Tempered logits; top-k and top-p need the candidates most likely first.
         let inverseTemperature = 1 / parameters.temperature
         candidates.removeAll(keepingCapacity: true)
@@ -76,39 +89,47 @@ public struct Sampler: Sendable {
             // -inf (a banned token) can never be drawn.
             if working[i] > -Float.infinity { candidates.append(Int32(i)) }
         }
-        if candidates.isEmpty { return Self.argmax(logits) }
-        let sorted = parameters.topK > 0 || parameters.topP < 1
-        if sorted {
-            working.withUnsafeBufferPointer { w in
-                candidates.sort { w[Int($0)] > w[Int($1)] || (w[Int($0)] == w[Int($1)] && $0 < $1) }
-            }
-            if parameters.topK > 0, parameters.topK < candidates.count {
-                candidates.removeSubrange(parameters.topK...)
-            }
+        if candidates.isEmpty { return false }
+
+        // Top-k: the k most likely, in order. Only the tokens a filter needs are ordered (selection,
+        // then a sort of those few): a full sort of a 128K vocabulary took ~10 ms per row.
+        var ordered = 0  // candidates[0..<ordered] are the most likely, most likely first
+        if parameters.topK > 0 {
+            let k = min(parameters.topK, candidates.count)
+            orderBest(k)
+            candidates.removeSubrange(k...)
+            ordered = k
         }
 
-        // Softmax over the candidates.
+        // Softmax over the candidates. Sums in Double: a nucleus can hold most of a 128K
+        // vocabulary, and fp32 running sums drift by ~1e-4 over that many terms.
         let maximum = candidates.reduce(-Float.infinity) { max($0, working[Int($1)]) }
-        probabilities.removeAll(keepingCapacity: true)
-        var total: Float = 0
-        for id in candidates {
-            let p = expf(working[Int(id)] - maximum)
-            probabilities.append(p)
-            total += p
-        }
-        for i in probabilities.indices { probabilities[i] /= total }
+        var total = 0.0
+        for id in candidates { total += Double(expf(working[Int(id)] - maximum)) }
 
-        // Top-p: the shortest most-likely-first prefix whose mass reaches p (at least one token).
+        // Top-p: the shortest most-likely-first prefix whose mass reaches p (at least one token),
+        // ordering more candidates (64, then 8x) only while the prefix falls short.
         if parameters.topP < 1 {
-            var mass: Float = 0, keep = 0
-            while keep < probabilities.count {
-                mass += probabilities[keep]
-                keep += 1
-                if mass >= parameters.topP { break }
+            var mass = 0.0, keep = 0
+            var reached = false
+            while !reached {
+                if keep == ordered {
+                    let grown = min(candidates.count, max(64, 8 * ordered))
+                    orderBest(grown)
+                    ordered = grown
+                }
+                while keep < ordered {
+                    mass += Double(expf(working[Int(candidates[keep])] - maximum)) / total
+                    keep += 1
+                    if mass >= Double(parameters.topP) { reached = true; break }
+                }
+                if keep == candidates.count { reached = true }
             }
             candidates.removeSubrange(keep...)
-            probabilities.removeSubrange(keep...)
         }
+        probabilities.removeAll(keepingCapacity: true)
+        for id in candidates { probabilities.append(Float(Double(expf(working[Int(id)] - maximum)) / total)) }
+
         // Min-p: relative to the most likely token, which has probability exp(0) / total.
         if parameters.minP > 0 {
             let threshold = parameters.minP * (probabilities.max() ?? 0)
@@ -121,7 +142,39 @@ public struct Sampler: Sendable {
             candidates.removeSubrange(kept...)
             probabilities.removeSubrange(kept...)
         }
-        return draw()
+        return true
+    }
+
+    /// Puts the `k` most likely candidates first, most likely first (the lower id first on equal
+    /// logits), leaving the rest in any order: quickselect, then a sort of the k.
+    private mutating func orderBest(_ k: Int) {
+        guard k > 0 else { return }
+        working.withUnsafeBufferPointer { w in
+            candidates.withUnsafeMutableBufferPointer { c in
+                // A strict total order, so the k best are one well-defined set.
+                func better(_ a: Int32, _ b: Int32) -> Bool { w[Int(a)] > w[Int(b)] || (w[Int(a)] == w[Int(b)] && a < b) }
+                var low = 0, high = c.count - 1
+                while low < high && k < c.count {
+                    // Median of three as the pivot, then a Lomuto partition of c[low...high].
+                    let mid = low + (high - low) / 2
+                    if better(c[mid], c[low]) { c.swapAt(mid, low) }
+                    if better(c[high], c[low]) { c.swapAt(high, low) }
+                    if better(c[high], c[mid]) { c.swapAt(high, mid) }
+                    c.swapAt(mid, high)
+                    let pivot = c[high]
+                    var store = low
+                    for i in low..<high where better(c[i], pivot) {
+                        c.swapAt(i, store)
+                        store += 1
+                    }
+                    c.swapAt(store, high)
+                    // c[low..<store] beat the pivot, now at `store`.
+                    if store == k - 1 || store == k { break }
+                    if store > k { high = store - 1 } else { low = store + 1 }
+                }
+                c[0..<k].sort(by: better)
+            }
+        }
     }
 
     /// A candidate drawn in proportion to its (not necessarily normalized) probability.

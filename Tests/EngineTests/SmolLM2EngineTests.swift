@@ -66,11 +66,13 @@ struct SmolLM2EngineTests {
     }
 
     /// Runs every prompt at once on a fresh engine; returns the token ids and the usage of each.
-    static func serve(_ prompts: [[Int32]], blocks: Int, repeatFirst: Bool = false) async throws -> (outputs: [[Int32]], usages: [Usage], statistics: EngineStatistics) {
+    static func serve(
+        _ prompts: [[Int32]], blocks: Int, repeatFirst: Bool = false, prefixCaching: Bool = true
+    ) async throws -> (outputs: [[Int32]], usages: [Usage], statistics: EngineStatistics) {
         let (model, tokenizer, template) = try SmolLM2.shared.get()
         let runner = try CPUModelRunner(model: model, kvBlockSize: 4, kvBlockCount: blocks, maxStepTokens: 16, maxStepSequences: 8)
         let engine = try LLMEngine(runner: runner, tokenizer: tokenizer, chatTemplate: template,
-                                   configuration: EngineConfiguration(modelName: "smollm2"))
+                                   configuration: EngineConfiguration(modelName: "smollm2", prefixCaching: prefixCaching))
         func request(_ i: Int, _ prompt: [Int32]) throws -> AsyncThrowingStream<GenerationEvent, any Error> {
             try engine.generate(GenerationRequest(id: "\(i)", prompt: prompt, maxTokens: outputTokens, ignoreEndOfText: true))
         }
@@ -108,7 +110,9 @@ struct SmolLM2EngineTests {
         let prompts = Self.prompts(tokenizer)
         // The first two requests fill the 6 blocks of 4 positions once their prompts ran; the first one's
         // second decode needs a seventh, so the second request is preempted and recomputed later.
-        let served = try await Self.serve(prompts, blocks: 6)
+        // Without prefix caching: a request that arrives after the first prompt ran (a loaded machine)
+        // would share its two prefix blocks, and then all fit without a preemption.
+        let served = try await Self.serve(prompts, blocks: 6, prefixCaching: false)
         #expect(served.statistics.preemptions > 0)
         #expect(served.statistics.kvBlocksInUse == 0)
         #expect(served.outputs == (try Self.directReference()))

@@ -1,5 +1,5 @@
 import Foundation
-import Sampling
+@testable import Sampling
 import Testing
 
 struct SamplerTests {
@@ -57,6 +57,57 @@ struct SamplerTests {
         #expect(cold[1] > 3900)
         let hot = Self.histogram(SamplingParameters(temperature: 10, seed: 5))
         #expect(hot.allSatisfy { $0 > 300 })  // near uniform: about 571 each
+    }
+
+    /// On a Llama-3-sized vocabulary (fresh random logits with a peaked head, like a model's), the
+    /// tokens left after temperature, top-k, top-p and min-p equal a reference that sorts the whole
+    /// vocabulary and works in Double. Where the reference's cumulative mass is within 1e-5 of p at
+    /// the cut (fp32 sums may land either side), either cut is accepted.
+    @Test(arguments: [
+        SamplingParameters(temperature: 0.7, topP: 0.9),
+        SamplingParameters(temperature: 1.0, topP: 0.95),
+        SamplingParameters(temperature: 1.3, topP: 0.999),
+        SamplingParameters(temperature: 0.8, topK: 50),
+        SamplingParameters(temperature: 0.8, topK: 200, topP: 0.8),
+        SamplingParameters(temperature: 0.9, topP: 0.9, minP: 0.05),
+    ])
+    func filtersMatchAFullSortReference(_ parameters: SamplingParameters) {
+        var random = SystemRandomNumberGenerator()
+        let vocab = 128_256
+        var logits = (0..<vocab).map { _ in Float.random(in: -4...4, using: &random) }
+        for _ in 0..<300 { logits[Int.random(in: 0..<vocab, using: &random)] += Float.random(in: 6...14, using: &random) }
+        logits[Int.random(in: 0..<vocab, using: &random)] = -.infinity  // a banned token
+        logits[7] = logits[8]  // a tie, broken by the lower id
+
+        var sampler = Sampler(parameters)
+        let got = sampler.drawableTokens(logits)
+
+        let tempered = logits.map { Double($0) / Double(parameters.temperature) }
+        var order = (0..<vocab).filter { tempered[$0] > -.infinity }
+        order.sort { tempered[$0] > tempered[$1] || (tempered[$0] == tempered[$1] && $0 < $1) }
+        if parameters.topK > 0 { order = Array(order.prefix(parameters.topK)) }
+        let maximum = tempered[order[0]]
+        let total = order.reduce(0.0) { $0 + exp(tempered[$1] - maximum) }
+        var cuts: [Int] = [order.count]
+        if parameters.topP < 1 {
+            var mass = 0.0
+            cuts = []
+            for (i, id) in order.enumerated() {
+                mass += exp(tempered[id] - maximum) / total
+                if mass >= Double(parameters.topP) - 1e-5 { cuts.append(i + 1) }
+                if mass >= Double(parameters.topP) + 1e-5 { break }
+            }
+        }
+        let accepted = cuts.map { cut -> [Int32] in
+            var kept = Array(order.prefix(cut))
+            if parameters.minP > 0 {
+                let threshold = Double(parameters.minP) * exp(0) / total
+                kept = kept.filter { exp(tempered[$0] - maximum) / total >= threshold * 0.99999 }
+            }
+            return kept.map(Int32.init)
+        }
+        let matches = !got.isEmpty && accepted.contains(got)  // a Bool: #expect would print 128K ids
+        #expect(matches, "kept \(got.count) tokens; the reference keeps one of \(accepted.map(\.count)) tokens")
     }
 
     @Test func sameSeedSameTokensOtherSeedOtherTokens() {
