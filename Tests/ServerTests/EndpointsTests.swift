@@ -67,7 +67,7 @@ import Testing
     @Test func metricsShowTheEnginesLoadWhileItRuns() async throws {
         let engine = FakeEngine(behavior: .init(blockSize: 4, holdAfterTokens: 1))
         try await withRouterClient(engine) { client in
-            let running = Task {
+            let running = Task(executorPreference: serverTestExecutor) {
                 try await client.post("/v1/completions", json: #"{"model": "fake-model", "prompt": "Hi", "max_tokens": 10}"#)
             }
             #expect(await eventually { engine.blocksInUse > 0 })

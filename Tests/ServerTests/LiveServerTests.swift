@@ -38,7 +38,7 @@ import Testing
         let engine = FakeEngine(behavior: .init(tokenDelay: .milliseconds(20)))
         try await withLiveServer(engine) { url in
             try await withHTTPClient { client in
-                let reader = Task {
+                let reader = Task(executorPreference: serverTestExecutor) {
                     let (_, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(
                         #"{"model": "fake-model", "max_tokens": 200, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#)
                     for try await chunk in body where String(buffer: chunk).contains(#""content":"l""#) {
@@ -56,7 +56,7 @@ import Testing
         let engine = FakeEngine(behavior: .init(holdAfterTokens: 1))
         try await withLiveServer(engine) { url in
             try await withHTTPClient { client in
-                let call = Task {
+                let call = Task(executorPreference: serverTestExecutor) {
                     try await StreamingCall(client: client, url: url + "/v1/completions").text(#"{"model": "fake-model", "prompt": "Hi"}"#)
                 }
                 #expect(await eventually { engine.blocksInUse > 0 }, "the request reached the engine")

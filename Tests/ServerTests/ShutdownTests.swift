@@ -46,7 +46,7 @@ import Testing
             let reader = try await withServiceGroup(engine, grace: Self.longerThanAnyTest) { url, group in
                 let (status, body) = try await StreamingCall(client: client, url: url + "/v1/chat/completions").start(Self.chat)
                 #expect(status == 200)
-                let reader = Task {
+                let reader = Task(executorPreference: serverTestExecutor) {
                     var text = ""
                     for try await chunk in body { text += String(buffer: chunk) }
                     return text

@@ -40,6 +40,8 @@ final class ThreadPoolTaskExecutor: TaskExecutor, @unchecked Sendable {
 let serverTestExecutor = ThreadPoolTaskExecutor(threads: 4)
 
 /// Runs `body`, and every task it starts in structured concurrency, on `serverTestExecutor`.
+/// Unstructured tasks (`Task { }`) do not inherit the preference: create them with
+/// `Task(executorPreference: serverTestExecutor)` (a plain one starved for 30 s on a loaded CI run).
 func onServerTestThreads<T: Sendable>(_ body: () async throws -> T) async throws -> T {
     try await withTaskExecutorPreference(serverTestExecutor) { try await body() }
 }
