@@ -14,9 +14,10 @@ public struct QuantizeSettings: Sendable, Equatable {
     /// The alpha of per-channel K smoothing folded into q/k (`KeySmoothing`), nil for none.
     public var keySmoothing: Double?
 
-    /// K smoothing's alpha by default. FP + KV4 on 2,048 evaluation tokens (16 calibration
-    /// windows; FP 26.75, no smoothing 29.35): alpha 0.125 28.67, 0.25 28.64, 0.5 28.92,
-    /// 0.75 28.84, 1 28.94 (bench/results/accuracy-smollm2.md).
+    /// K smoothing's alpha when it is asked for. FP + KV4 on 2,048 evaluation tokens (16
+    /// calibration windows; FP 26.75, no smoothing 29.35): alpha 0.125 28.67, 0.25 28.64, 0.5
+    /// 28.92, 0.75 28.84, 1 28.94 (bench/results/accuracy-smollm2.md). `quantize` leaves
+    /// smoothing off by default: it did not help FMPQ W4AxKV4 there.
     public static let defaultKeySmoothing = 0.25
 
     public init(recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil) {

@@ -28,7 +28,7 @@ struct Quantize: ParsableCommand {
         let gguf = try modelOptions.openGGUF(for: "comet quantize")
         let tokenizer = try modelOptions.tokenizer(gguf)
         let model = try modelOptions.cpuModel(gguf)
-        let settings = recipe.settings(for: model.config)
+        let settings = recipe.settings
         let (sequences, source) = try calibration.sequences(tokenizer: tokenizer)
         let observed = try calibration.calibrate(model: model, sequences: sequences, hessians: settings.recipe.weightMethod == .gptq)
         let checkpoint = try quantizeModel(model: model, path: modelOptions.path, observed: observed, settings: settings, source: source)

@@ -72,8 +72,10 @@ struct RecipeOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "KV cache format the checkpoint asks for: KV4 (default) or fp16.")
     var kv4 = true
 
-    @Flag(inversion: .prefixedNo, help: "Fold per-channel K smoothing, calibrated on K after RoPE, into the q/k weights so KV4 sees flatter keys (default: on, except for models with q/k biases, which it does not support).")
-    var keySmoothing: Bool?
+    // Off by default: on SmolLM2 it helped FP + KV4 a little but not FMPQ W4AxKV4
+    // (bench/results/accuracy-smollm2.md).
+    @Flag(inversion: .prefixedNo, help: "Fold per-channel K smoothing, calibrated on K after RoPE, into the q/k weights so KV4 sees flatter keys (default: off; not for models with q/k biases).")
+    var keySmoothing = false
 
     @Option(help: "K smoothing strength in 0...1: each RoPE channel pair of K is divided by (its calibration abs-max)^alpha, the queries multiplied by it.")
     var keySmoothingAlpha = QuantizeSettings.defaultKeySmoothing
@@ -85,14 +87,14 @@ struct RecipeOptions: ParsableArguments {
         if !(0...1).contains(keySmoothingAlpha) { throw ValidationError("--key-smoothing-alpha must be in 0...1") }
     }
 
-    /// The settings for `config`: K smoothing follows --[no-]key-smoothing, and by default is on
-    /// where the model allows it (no q/k biases, see `ModelQuantizer`).
-    func settings(for config: ModelConfig) -> QuantizeSettings {
+    /// The settings `quantize` applies (K smoothing on a model with q/k biases is refused by
+    /// `ModelQuantizer`, with the reason).
+    var settings: QuantizeSettings {
         let budget: INT8Budget = int8Threshold.map { .threshold(ratio: $0, maxFraction: int8Share) } ?? .fractionOfBlocks(int8Share)
         return QuantizeSettings(
             recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights),
             permute: !noPermutation, kv4: kv4,
-            keySmoothing: (keySmoothing ?? !config.attentionBias) ? keySmoothingAlpha : nil)
+            keySmoothing: keySmoothing ? keySmoothingAlpha : nil)
     }
 }
 
