@@ -38,13 +38,14 @@ public protocol ForwardHooks: AnyObject {
     ) -> Bool
 
     /// Called after RoPE with each token's keys and values (rows `rowStride` apart, kvHeads *
-    /// headDim each) just before they are written to the KV cache; may change them in place
-    /// (KV4 quantizes and dequantizes them there).
-    func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int)
+    /// headDim each; token t at `firstPosition + t`) just before they are written to the KV
+    /// cache; may change them in place (KV4 quantizes and dequantizes them there; calibration
+    /// records their statistics).
+    func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, firstPosition: Int)
 }
 
 extension ForwardHooks {
-    public func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int) {}
+    public func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, firstPosition: Int) {}
 }
 
 extension LlamaCPUModel {

@@ -200,7 +200,8 @@ public final class LlamaCPUModel {
                        cos: s.ropeCos.pointer, sin: s.ropeSin.pointer)
             for piece in pieces {
                 let first = s.qkv.pointer + piece.row * qkvDim
-                hooks?.keysValues(layer: l, keys: first + qDim, values: first + qDim + kvDim, rowStride: qkvDim, tokens: piece.count)
+                hooks?.keysValues(layer: l, keys: first + qDim, values: first + qDim + kvDim, rowStride: qkvDim,
+                                  tokens: piece.count, firstPosition: piece.position)
                 let storage = segments[piece.segment].storage
                 for t in 0..<piece.count {
                     let row = first + t * qkvDim

@@ -18,6 +18,11 @@ public struct LinearCalibration: Sendable {
 public struct ModelCalibration: Sendable {
     /// [layer][slot.rawValue]
     public var layers: [[LinearCalibration]]
+    /// [layer]: K after RoPE, per channel of kvHeads * headDim (attention sink excluded): what
+    /// KV4 quantizes, and what `KeySmoothing` flattens.
+    public var keys: [CalibrationStatistics]
+    /// [layer]: V, per channel of kvHeads * headDim (attention sink excluded).
+    public var values: [CalibrationStatistics]
     /// Tokens run through the model (sink rows included).
     public var tokens: Int
     /// Tokens per calibration sequence.
@@ -30,6 +35,8 @@ public struct ModelCalibration: Sendable {
 /// through `ForwardHooks`; the model's own fp32 linears still run (the observer returns false).
 public final class Calibrator: ForwardHooks {
     private var layers: [[LinearCalibration]]
+    private var keys: [CalibrationStatistics]
+    private var values: [CalibrationStatistics]
     private let collectHessians: Bool
 
     /// Hessians cost K² doubles per linear (SmolLM2: about 800 MB in all) and K² multiply-adds
@@ -42,6 +49,9 @@ public final class Calibrator: ForwardHooks {
                 return LinearCalibration(statistics: CalibrationStatistics(channels: k), hessian: hessians ? GPTQHessian(channels: k) : nil)
             }
         }
+        let kvDim = model.config.kvHeadCount * model.config.headDim
+        keys = (0..<model.config.layerCount).map { _ in CalibrationStatistics(channels: kvDim) }
+        values = keys
     }
 
     public func linear(
@@ -54,6 +64,19 @@ public final class Calibrator: ForwardHooks {
         try! layers[layer][slot.rawValue].statistics.add(rows, positions: positions)
         if collectHessians { try! layers[layer][slot.rawValue].hessian!.add(rows, tokens: tokens) }
         return false
+    }
+
+    public func keysValues(
+        layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, firstPosition: Int
+    ) {
+        let kvDim = self.keys[layer].channels
+        let positions = (0..<tokens).map { Int32(firstPosition + $0) }
+        for (base, statistics) in [(keys, \Calibrator.keys), (values, \Calibrator.values)] {
+            var rows = [Float](repeating: 0, count: tokens * kvDim)
+            for t in 0..<tokens { for c in 0..<kvDim { rows[t * kvDim + c] = base[t * rowStride + c] } }
+            // Shapes come from the model itself, so this cannot fail.
+            try! self[keyPath: statistics][layer].add(rows, positions: positions)
+        }
     }
 
     /// Runs every sequence (each from position 0, a fresh cache) and returns what was seen.
@@ -73,7 +96,7 @@ public final class Calibrator: ForwardHooks {
             try model.forward(sequence, at: 0, cache: cache, logits: &logits, for: .last)
             progress(i + 1, sequences.count)
         }
-        return ModelCalibration(layers: calibrator.layers, tokens: sequences.reduce(0) { $0 + $1.count }, contextLength: longest)
+        return ModelCalibration(layers: calibrator.layers, keys: calibrator.keys, values: calibrator.values, tokens: sequences.reduce(0) { $0 + $1.count }, contextLength: longest)
     }
 
     /// `count` windows of `length` tokens spread evenly over `tokens` (so a calibration of a few

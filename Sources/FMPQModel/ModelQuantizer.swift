@@ -11,11 +11,20 @@ public struct QuantizeSettings: Sendable, Equatable {
     public var permute: Bool
     /// Whether the checkpoint's KV cache is KV4 (`KV4`) or fp16.
     public var kv4: Bool
+    /// The alpha of per-channel K smoothing folded into q/k (`KeySmoothing`), nil for none.
+    public var keySmoothing: Double?
 
-    public init(recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true) {
+    /// K smoothing's alpha when it is asked for. FP + KV4 on 2,048 evaluation tokens (16
+    /// calibration windows; FP 26.75, no smoothing 29.35): alpha 0.125 28.67, 0.25 28.64, 0.5
+    /// 28.92, 0.75 28.84, 1 28.94 (bench/results/accuracy-smollm2.md). `quantize` leaves
+    /// smoothing off by default: it did not help FMPQ W4AxKV4 there.
+    public static let defaultKeySmoothing = 0.25
+
+    public init(recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil) {
         self.recipe = recipe
         self.permute = permute
         self.kv4 = kv4
+        self.keySmoothing = keySmoothing
     }
 }
 
@@ -47,12 +56,30 @@ public enum ModelQuantizer {
                 text: source.text + (settings.permute ? "" : "; no permutation (identity)"),
                 tokens: calibration.tokens, contextLength: calibration.contextLength,
                 excludesSink: true, recipe: recipe),
-            kvCache: .init(bits: settings.kv4 ? 4 : 16, keySmoothing: false))
+            kvCache: .init(bits: settings.kv4 ? 4 : 16, keySmoothing: settings.keySmoothing != nil,
+                           keySmoothingAlpha: settings.keySmoothing,
+                           keySmoothingFactors: settings.keySmoothing.map { _ in (0..<model.config.layerCount).map(keySmoothingTensor) }))
+        if settings.keySmoothing != nil, model.config.attentionBias {
+            // The biases stay in the model file, which every loader reads them from: folded
+            // weights with unfolded biases would change q·k.
+            throw QuantError.shapeMismatch("K smoothing folds into q/k weights only, and this model has q/k biases; quantize without K smoothing")
+        }
         for layer in 0..<model.config.layerCount {
+            let smoothing = try settings.keySmoothing.map { alpha in
+                try keySmoothing(model.config, keyAbsMax: calibration.keys[layer].absMax, alpha: alpha)
+            }
+            if let smoothing {
+                try checkpoint.addTensor(keySmoothingTensor(layer: layer), Tensor(smoothing.factors, shape: [smoothing.factors.count]))
+            }
             for slot in LinearSlot.allCases {
                 let shape = model.linearShape(slot)
                 let observed = calibration[layer, slot]
-                let weights = model.linearWeights(layer: layer, slot: slot)
+                var weights = model.linearWeights(layer: layer, slot: slot)
+                // Scaling whole output rows commutes with the per-(output, block) weight scales,
+                // GPTQ (its Hessian is over inputs) and the activation quantization: only K changes.
+                if slot == .qkv, let smoothing {
+                    try smoothing.fold(intoQKV: &weights, inputs: shape.inDim, heads: model.config.headCount)
+                }
                 let (int4, permutation): (Int4Weights, FMPQPermutation)
                 if settings.permute {
                     (int4, permutation) = try recipe.quantize(
@@ -77,6 +104,41 @@ public enum ModelQuantizer {
             progress(layer + 1, model.config.layerCount)
         }
         return checkpoint
+    }
+
+    /// The checkpoint tensor of layer `layer`'s K smoothing factors.
+    public static func keySmoothingTensor(layer: Int) -> String { "blk.\(layer).attn_k.smoothing" }
+
+    /// The K smoothing of one layer from its calibrated post-RoPE K abs-max, paired as the
+    /// model's RoPE pairs channels.
+    public static func keySmoothing(_ config: ModelConfig, keyAbsMax: [Float], alpha: Double) throws -> KeySmoothing {
+        try KeySmoothing(keyAbsMax: keyAbsMax, headDim: config.headDim, partner: ropePartners(config), alpha: alpha)
+    }
+
+    /// [headDim]: the channel RoPE rotates each channel of a head with (itself past the rotated dims).
+    public static func ropePartners(_ config: ModelConfig) -> [Int] {
+        let rotated = config.ropeDimensions, pairs = rotated / 2
+        return (0..<config.headDim).map { c in
+            guard c < rotated else { return c }
+            switch config.ropeConvention {
+            case .adjacentPairs: return c ^ 1
+            case .halves: return c < pairs ? c + pairs : c - pairs
+            }
+        }
+    }
+
+    /// The K smoothing a checkpoint records for `layer`, checked against `config` (nil when the
+    /// checkpoint has none).
+    public static func keySmoothing(_ checkpoint: QuantizedCheckpoint, layer: Int, config: ModelConfig) throws -> KeySmoothing? {
+        guard checkpoint.kvCache.keySmoothing else { return nil }
+        guard let names = checkpoint.kvCache.keySmoothingFactors, names.count == config.layerCount, let tensor = checkpoint.tensors[names[layer]] else {
+            throw QuantError.shapeMismatch("the checkpoint's K smoothing does not name factors for each of the model's \(config.layerCount) layers")
+        }
+        let factors = try tensor.values(as: Float.self)
+        guard factors.count == config.kvHeadCount * config.headDim else {
+            throw QuantError.shapeMismatch("\(names[layer]) has \(factors.count) K smoothing factors, the model has \(config.kvHeadCount * config.headDim) K channels")
+        }
+        return try KeySmoothing(factors: factors, headDim: config.headDim, partner: ropePartners(config))
     }
 
     /// Whether two recorded configs agree. JSON does not keep 100000.0 apart from 100000, so

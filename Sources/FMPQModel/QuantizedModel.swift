@@ -22,7 +22,7 @@ public final class QuantizedModelHooks: ForwardHooks {
     public let evaluation: QuantizedEvaluation
     private unowned let model: LlamaCPUModel
     private var prepared: [Float] = []
-    private var codes: [UInt8] = []
+    private var kv4: KV4RoundTrip
 
     /// Builds the hooks for `model` from `checkpoint` (every linear must be there, shaped as the
     /// model's) and installs them as `model.hooks`.
@@ -40,6 +40,9 @@ public final class QuantizedModelHooks: ForwardHooks {
         guard ModelQuantizer.sameConfig(checkpoint.model, expected) else {
             throw QuantError.shapeMismatch("the checkpoint was made for another model config (\(checkpoint.model)), this model is \(expected)")
         }
+        // The engine never applies the factors (they are in the weights); a checkpoint whose
+        // factors do not fit this model is refused all the same.
+        for layer in 0..<model.config.layerCount { _ = try ModelQuantizer.keySmoothing(checkpoint, layer: layer, config: model.config) }
         linears = try (0..<model.config.layerCount).map { layer in
             try LinearSlot.allCases.map { slot in
                 let (weights, permutation) = try checkpoint.linear(slot.name(layer: layer))
@@ -52,6 +55,7 @@ public final class QuantizedModelHooks: ForwardHooks {
         }
         self.model = model
         self.evaluation = evaluation
+        kv4 = KV4RoundTrip(kvHeads: model.config.kvHeadCount, headDim: model.config.headDim)
     }
 
     public func linear(
@@ -70,20 +74,9 @@ public final class QuantizedModelHooks: ForwardHooks {
         return true
     }
 
-    public func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int) {
+    public func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, firstPosition: Int) {
         guard evaluation.kv4 else { return }
-        let headDim = model.config.headDim, heads = model.config.kvHeadCount
-        if codes.count < headDim / 2 { codes = [UInt8](repeating: 0, count: headDim / 2) }
-        codes.withUnsafeMutableBufferPointer { codes in
-            for base in [keys, values] {
-                for t in 0..<tokens {
-                    for h in 0..<heads {
-                        let vector = UnsafeMutableBufferPointer(start: base + t * rowStride + h * headDim, count: headDim)
-                        let (scale, zero) = KV4.quantize(UnsafeBufferPointer(vector), into: codes)
-                        KV4.dequantize(UnsafeBufferPointer(codes), scale: scale, zero: zero, into: vector)
-                    }
-                }
-            }
-        }
+        kv4.apply(keys, rowStride: rowStride, tokens: tokens)
+        kv4.apply(values, rowStride: rowStride, tokens: tokens)
     }
 }

@@ -66,12 +66,21 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     public struct KVCacheSettings: Sendable, Equatable, Codable {
         /// 4 (KV4, the `KV4` format) or 16 (fp16 cache).
         public var bits: Int
-        /// Whether per-channel K smoothing (from calibration) is folded into the q/k projections.
+        /// Whether per-channel K smoothing (from calibration, `KeySmoothing`) is folded into the
+        /// q/k rows of the qkv weights. The folded weights are all a reader needs; the factors
+        /// are kept to show what was done and to check it.
         public var keySmoothing: Bool
+        /// The exponent the factors were chosen with (s = pair abs-max^alpha); nil without smoothing.
+        public var keySmoothingAlpha: Double?
+        /// F32 [kvHeads * headDim] per transformer layer, in layer order: the names of the
+        /// `KeySmoothing.factors` tensors. Present exactly when `keySmoothing` is.
+        public var keySmoothingFactors: [String]?
 
-        public init(bits: Int = 4, keySmoothing: Bool = false) {
+        public init(bits: Int = 4, keySmoothing: Bool = false, keySmoothingAlpha: Double? = nil, keySmoothingFactors: [String]? = nil) {
             self.bits = bits
             self.keySmoothing = keySmoothing
+            self.keySmoothingAlpha = keySmoothingAlpha
+            self.keySmoothingFactors = keySmoothingFactors
         }
     }
 

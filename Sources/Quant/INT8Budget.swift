@@ -7,6 +7,9 @@ public enum INT8Budget: Sendable, Equatable, Hashable, Codable {
     /// INT8 blocks as they fill, at most `maxFraction` of the blocks. The median is the
     /// reference because it ignores the outliers themselves.
     case threshold(ratio: Double, maxFraction: Double)
+    /// A fixed number of outlier channels per layer, whatever its width: the INT8 blocks they
+    /// fill (Atom keeps 128 channels in INT8; the accuracy table's Atom-style row).
+    case outlierChannels(Int)
 
     /// 20% of blocks: the paper keeps under 20% of blocks in INT8 (16% on average), and the
     /// numpy study measured 20% at perplexity 44.5 against 41.6 for 30% and 116.3 for 0%
@@ -33,18 +36,23 @@ public enum INT8Budget: Sendable, Equatable, Hashable, Codable {
             var needed = 0
             while needed < blocks && max(0, channels - (blocks - needed) * blockSize) < outliers { needed += 1 }
             return min(needed, cap(maxFraction))
+        case let .outlierChannels(count):
+            return min(blocks, (max(0, count) + blockSize - 1) / blockSize)
         }
     }
 }
 
-/// JSON as a manifest shows it: {"fractionOfBlocks": 0.2} or {"thresholdRatio": 4, "maxFraction": 0.3}.
+/// JSON as a manifest shows it: {"fractionOfBlocks": 0.2}, {"thresholdRatio": 4, "maxFraction": 0.3}
+/// or {"outlierChannels": 128}.
 extension INT8Budget {
-    private enum CodingKeys: String, CodingKey { case fractionOfBlocks, thresholdRatio, maxFraction }
+    private enum CodingKeys: String, CodingKey { case fractionOfBlocks, thresholdRatio, maxFraction, outlierChannels }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         if let fraction = try container.decodeIfPresent(Double.self, forKey: .fractionOfBlocks) {
             self = .fractionOfBlocks(fraction)
+        } else if let count = try container.decodeIfPresent(Int.self, forKey: .outlierChannels) {
+            self = .outlierChannels(count)
         } else {
             self = .threshold(
                 ratio: try container.decode(Double.self, forKey: .thresholdRatio),
@@ -60,6 +68,7 @@ extension INT8Budget {
         case let .threshold(ratio, maxFraction):
             try container.encode(ratio, forKey: .thresholdRatio)
             try container.encode(maxFraction, forKey: .maxFraction)
+        case let .outlierChannels(count): try container.encode(count, forKey: .outlierChannels)
         }
     }
 }

@@ -160,6 +160,7 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
         for (name, record) in manifest.layers.sorted(by: { $0.key < $1.key }) {
             try checkLayer(name, record, tensors: tensors)
         }
+        try checkKeySmoothing(manifest.kvCache, tensors: tensors, path: manifestPath)
         return checkpoint
     }
 
@@ -189,6 +190,33 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
             throw .badManifest(path: path, reason: "packing \"\(manifest.packing)\" is not \"\(CheckpointManifest.currentPacking)\"")
         }
         return manifest
+    }
+
+    /// K smoothing is all or nothing: the flag, the alpha and one positive F32 vector per layer
+    /// agree, or the checkpoint is refused (folded weights with unknown factors cannot be checked,
+    /// and factors without the flag mean the writer and the manifest disagree).
+    private static func checkKeySmoothing(_ kv: CheckpointManifest.KVCacheSettings, tensors: [String: Tensor], path: String) throws(CheckpointError) {
+        guard kv.keySmoothing else {
+            guard kv.keySmoothingAlpha == nil, kv.keySmoothingFactors == nil else {
+                throw .badManifest(path: path, reason: "kvCache has K smoothing factors or alpha but keySmoothing is false")
+            }
+            return
+        }
+        guard let alpha = kv.keySmoothingAlpha, alpha.isFinite, (0...1).contains(alpha) else {
+            throw .badManifest(path: path, reason: "kvCache.keySmoothing is true but keySmoothingAlpha is missing or outside 0...1")
+        }
+        guard let names = kv.keySmoothingFactors, !names.isEmpty else {
+            throw .badManifest(path: path, reason: "kvCache.keySmoothing is true but keySmoothingFactors names no tensors")
+        }
+        for name in names {
+            guard let tensor = tensors[name] else { throw .shapeMismatch(tensor: name, reason: "K smoothing factors named by the manifest are missing") }
+            guard tensor.dtype == .f32, tensor.shape.count == 1, tensor.elementCount > 0, tensor.shape == tensors[names[0]]!.shape else {
+                throw .shapeMismatch(tensor: name, reason: "K smoothing factors must be F32 [kvHeads * headDim] like every layer's, found \(tensor.dtype.rawValue) \(tensor.shape)")
+            }
+            guard (try? tensor.values(as: Float.self))?.allSatisfy({ $0.isFinite && $0 > 0 }) == true else {
+                throw .shapeMismatch(tensor: name, reason: "K smoothing factors must be finite and positive")
+            }
+        }
     }
 
     /// A layer's tensors must have the shapes its layout implies, and its permutation must be a

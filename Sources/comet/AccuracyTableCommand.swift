@@ -31,16 +31,19 @@ extension Eval {
         @Option(help: "Window length (and stride) in tokens.")
         var ctx = 512
 
+        @Option(help: "Alpha of the K smoothing rows (-ks): each RoPE pair of K divided by (its calibration abs-max)^alpha.")
+        var keySmoothingAlpha = QuantizeSettings.defaultKeySmoothing
+
         @Option(help: "Comma-separated rows to run (default: all). Names: \(TableRow.all.map(\.name).joined(separator: ", ")).")
         var rows: String?
 
         func run() throws {
-            let wanted = try rows.map { list in
+            let wanted = try (rows.map { list in
                 try list.split(separator: ",").map { name in
                     guard let row = TableRow.all.first(where: { $0.name == name }) else { throw ValidationError("no row \(name)") }
                     return row
                 }
-            } ?? TableRow.all
+            } ?? TableRow.all).map { $0.withKeySmoothing(alpha: keySmoothingAlpha) }
             let textPath = text ?? DefaultModel.assetsFolder() + "/web-evaluation.txt"
             let bytes = try orFail("") { try readFile(textPath) }
             guard let content = String(validating: bytes, as: UTF8.self) else { throw fail("\(textPath) is not UTF-8 text") }
@@ -53,10 +56,10 @@ extension Eval {
 
             var observed: ModelCalibration?
             var source = CalibrationSource(text: "")
-            if wanted.contains(where: { $0.settings != nil }) {
+            if wanted.contains(where: \.method.needsCalibration) {
                 let (sequences, s) = try calibration.sequences(tokenizer: tokenizer)
                 source = s
-                observed = try calibration.calibrate(model: model, sequences: sequences, hessians: true)
+                observed = try calibration.calibrate(model: model, sequences: sequences, hessians: wanted.contains(where: \.method.needsHessians))
             }
             print("Evaluation: first \(tokens.count) tokens of \(textPath.split(separator: "/").last ?? ""), ctx \(ctx), stride \(ctx). Calibration: \(source.text).\n")
             print("| row | weights | activations | KV | INT8 blocks / MACs | perplexity | vs FP |")
@@ -69,18 +72,33 @@ extension Eval {
                 let start = ContinuousClock.now
                 var share = "-"
                 model.hooks = nil
-                if let settings = row.settings, let evaluation = row.evaluation, let observed {
+                switch row.method {
+                case .fp:
+                    break
+                case let .checkpoint(settings, evaluation):
                     let checkpoint: QuantizedCheckpoint
                     if let cached = checkpoints.first(where: { $0.settings == settings }) {
                         checkpoint = cached.checkpoint
                     } else {
                         print("\(row.name): quantizing", to: &stderr)
-                        checkpoint = try quantizeModel(model: model, path: modelOptions.path, observed: observed, settings: settings, source: source)
+                        checkpoint = try quantizeModel(model: model, path: modelOptions.path, observed: observed!, settings: settings, source: source)
                         checkpoints.append((settings, checkpoint))
                     }
                     let summary = INT8ShareSummary(checkpoint, layers: model.config.layerCount)
                     share = "\(percent(summary.blocks)) / \(percent(summary.macs))"
                     try orFail("") { try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation) }
+                case let .fpKV4(keySmoothing, only):
+                    let smoothing = try keySmoothing.map { alpha in
+                        try orFail("") {
+                            try (0..<model.config.layerCount).map { layer in
+                                try ModelQuantizer.keySmoothing(model.config, keyAbsMax: observed!.keys[layer].absMax, alpha: alpha)
+                            }
+                        }
+                    }
+                    model.hooks = try orFail("") { try FPKV4Hooks(model: model, keySmoothing: smoothing, quantizes: (only != .values, only != .keys)) }
+                case let .smoothQuantW8A8(alpha):
+                    share = "100% / 100%"
+                    model.hooks = try orFail("") { try SmoothQuantHooks(model: model, calibration: observed!, alpha: alpha) }
                 }
                 print("\(row.name): evaluating", to: &stderr)
                 let result = try orFail("") {
@@ -99,14 +117,52 @@ extension Eval {
     }
 }
 
-/// One row of the accuracy table: how the checkpoint is made and how it is evaluated (nil: FP).
+/// One row of the accuracy table: its columns and how the model is run.
 struct TableRow {
     var name: String
     var weights: String
     var activations: String
     var kv: String
-    var settings: QuantizeSettings?
-    var evaluation: QuantizedEvaluation?
+    var method: Method = .fp
+
+    enum KVPart { case keys, values }
+
+    enum Method {
+        /// The model as it is.
+        case fp
+        /// A checkpoint made by `comet quantize`'s code (in memory), evaluated as `evaluation` says.
+        case checkpoint(QuantizeSettings, QuantizedEvaluation)
+        /// FP linears, KV4 cache (K only or V only with `only`), K smoothed with this alpha (nil:
+        /// not smoothed); `FPKV4Hooks`.
+        case fpKV4(keySmoothing: Double?, only: KVPart? = nil)
+        /// W8A8 with SmoothQuant's smoothing at this alpha; `SmoothQuantHooks`.
+        case smoothQuantW8A8(alpha: Double)
+
+        var needsCalibration: Bool {
+            if case .fp = self { return false }
+            return true
+        }
+
+        var needsHessians: Bool {
+            if case let .checkpoint(settings, _) = self { return settings.recipe.weightMethod == .gptq }
+            return false
+        }
+    }
+
+    /// The row with its K smoothing (if any) at `alpha`: the table's --key-smoothing-alpha.
+    func withKeySmoothing(alpha: Double) -> TableRow {
+        var row = self
+        switch method {
+        case .checkpoint(var settings, let evaluation) where settings.keySmoothing != nil:
+            settings.keySmoothing = alpha
+            row.method = .checkpoint(settings, evaluation)
+        case let .fpKV4(.some, only):
+            row.method = .fpKV4(keySmoothing: alpha, only: only)
+        default:
+            break
+        }
+        return row
+    }
 
     static func recipe(_ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax) -> FMPQRecipe {
         FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method)
@@ -114,11 +170,14 @@ struct TableRow {
 
     static func quantized(
         _ name: String, _ weights: String, _ activations: String, _ kv: String,
-        recipe: FMPQRecipe, permute: Bool, evaluation: QuantizedEvaluation
+        recipe: FMPQRecipe, permute: Bool, keySmoothing: Bool = false, evaluation: QuantizedEvaluation
     ) -> TableRow {
         // The checkpoint's KV setting does not change its tensors: rows that differ only in KV share one.
+        // (K smoothing does; its alpha is the table's --key-smoothing-alpha.)
         TableRow(name: name, weights: weights, activations: activations, kv: kv,
-                 settings: QuantizeSettings(recipe: recipe, permute: permute, kv4: false), evaluation: evaluation)
+                 method: .checkpoint(QuantizeSettings(recipe: recipe, permute: permute, kv4: false,
+                                                      keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil),
+                                     evaluation))
     }
 
     /// In priority order: the headline rows first, then the ablations.
@@ -130,8 +189,21 @@ struct TableRow {
                   recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
         quantized("fmpq-w4axkv4", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "KV4",
                   recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-ks", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "KV4, K smoothed",
+                  recipe: recipe(.gptq, share: 0.2), permute: true, keySmoothing: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("w4a8kv4", "INT4 GPTQ g128", "A8 per (token, 128)", "KV4",
                   recipe: recipe(.gptq, share: 1), permute: false, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("w4a8kv4-ks", "INT4 GPTQ g128", "A8 per (token, 128)", "KV4, K smoothed",
+                  recipe: recipe(.gptq, share: 1), permute: false, keySmoothing: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        TableRow(name: "fp-kv4", weights: "fp32", activations: "fp32", kv: "KV4", method: .fpKV4(keySmoothing: nil)),
+        TableRow(name: "fp-kv4-ks", weights: "fp32", activations: "fp32", kv: "KV4, K smoothed",
+                 method: .fpKV4(keySmoothing: QuantizeSettings.defaultKeySmoothing)),
+        TableRow(name: "fp-k4", weights: "fp32", activations: "fp32", kv: "K in KV4, V fp32", method: .fpKV4(keySmoothing: nil, only: .keys)),
+        TableRow(name: "fp-v4", weights: "fp32", activations: "fp32", kv: "V in KV4, K fp32", method: .fpKV4(keySmoothing: nil, only: .values)),
+        TableRow(name: "w8a8-smoothquant", weights: "INT8 RTN per channel", activations: "A8 per token, SmoothQuant alpha 0.5",
+                 kv: "fp32", method: .smoothQuantW8A8(alpha: 0.5)),
+        quantized("atom-w4a4kv4", "INT4 GPTQ g128", "A4 + 128 outlier channels A8, permuted", "KV4",
+                  recipe: FMPQRecipe(budget: .outlierChannels(128)), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-no-perm", "INT4 GPTQ g128", "A4 + last 20% blocks A8, unpermuted", "fp32",
                   recipe: recipe(.gptq, share: 0.2), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
         quantized("w4a16-gptq", "INT4 GPTQ g128", "fp32", "fp32",

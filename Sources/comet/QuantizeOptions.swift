@@ -72,17 +72,29 @@ struct RecipeOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "KV cache format the checkpoint asks for: KV4 (default) or fp16.")
     var kv4 = true
 
+    // Off by default: on SmolLM2 it helped FP + KV4 a little but not FMPQ W4AxKV4
+    // (bench/results/accuracy-smollm2.md).
+    @Flag(inversion: .prefixedNo, help: "Fold per-channel K smoothing, calibrated on K after RoPE, into the q/k weights so KV4 sees flatter keys (default: off; not for models with q/k biases).")
+    var keySmoothing = false
+
+    @Option(help: "K smoothing strength in 0...1: each RoPE channel pair of K is divided by (its calibration abs-max)^alpha, the queries multiplied by it.")
+    var keySmoothingAlpha = QuantizeSettings.defaultKeySmoothing
+
     func validate() throws {
         if !(0...1).contains(int8Share) { throw ValidationError("--int8-share must be in 0...1") }
         if blockSize != 64 && blockSize != 128 { throw ValidationError("--block-size must be 64 or 128") }
         if let int8Threshold, int8Threshold <= 0 { throw ValidationError("--int8-threshold must be positive") }
+        if !(0...1).contains(keySmoothingAlpha) { throw ValidationError("--key-smoothing-alpha must be in 0...1") }
     }
 
+    /// The settings `quantize` applies (K smoothing on a model with q/k biases is refused by
+    /// `ModelQuantizer`, with the reason).
     var settings: QuantizeSettings {
         let budget: INT8Budget = int8Threshold.map { .threshold(ratio: $0, maxFraction: int8Share) } ?? .fractionOfBlocks(int8Share)
         return QuantizeSettings(
             recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights),
-            permute: !noPermutation, kv4: kv4)
+            permute: !noPermutation, kv4: kv4,
+            keySmoothing: keySmoothing ? keySmoothingAlpha : nil)
     }
 }
 

@@ -222,7 +222,7 @@ extension CheckpointError {
 }
 
 /// Writes a fresh synthetic checkpoint, hands its path to `body`, removes it.
-private func withWrittenCheckpoint(_ body: (String) throws -> Void) throws {
+func withWrittenCheckpoint(_ body: (String) throws -> Void) throws {
     var (random, _) = freshGenerator()
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
@@ -232,7 +232,7 @@ private func withWrittenCheckpoint(_ body: (String) throws -> Void) throws {
 }
 
 /// Loading `path` must fail with a `CheckpointError` that `matches`.
-private func expectLoadError(_ path: String, sourceLocation: SourceLocation = #_sourceLocation, _ matches: (CheckpointError) -> Bool) {
+func expectLoadError(_ path: String, sourceLocation: SourceLocation = #_sourceLocation, _ matches: (CheckpointError) -> Bool) {
     do {
         _ = try QuantizedCheckpoint.load(from: path)
         Issue.record("loaded a checkpoint that should be refused", sourceLocation: sourceLocation)
@@ -241,7 +241,7 @@ private func expectLoadError(_ path: String, sourceLocation: SourceLocation = #_
     }
 }
 
-private func editManifest(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
+func editManifest(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
     let file = URL(fileURLWithPath: "\(path)/manifest.json")
     var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as! [String: Any]
     edit(&manifest)
