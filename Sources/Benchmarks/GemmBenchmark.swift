@@ -76,7 +76,8 @@ public struct GemmBenchmark {
         let gemm = try W4AxGemm(library: library)
         // The kernel the runner would take for this M: small-M (packed) or large-M (tiled).
         let ours: Double
-        if kernel == .largeM || (kernel == .auto && gemm.prefersTiled(tokens: m, layout: layout)) {
+        let tiled = kernel == .largeM || (kernel == .auto && gemm.prefersTiled(tokens: m, layout: layout))
+        if tiled {
             let activations = try W4AxTiledActivations(quantized, context: context)
             let workspace = try gemm.makeSplitKWorkspace(context: context, stream: stream)
             ours = try microsecondsPerCall(on: stream) { i in
@@ -90,7 +91,12 @@ public struct GemmBenchmark {
                 try gemm.launch(activations, packed: w.packed, scales: w.scales, outputs: shape.n, into: y, on: stream)
             }
         }
-        let oursBytes = weightBytes + shape.n * blocks * 2 + m * (layout.int4Channels / 2 + layout.int8Channels + blocks * 4) + m * shape.n * 2
+        // Bytes moved at least once: weights and scales, the activations in the kernel's format
+        // (tiled: one int8 code per channel, rows padded to 128), the bf16 output.
+        let activationBytes = tiled
+            ? W4AxTiledActivations.codeCount(layout, tokens: m) + 4 * W4AxTiledActivations.scaleCount(layout, tokens: m)
+            : m * (layout.int4Channels / 2 + layout.int8Channels + blocks * 4)
+        let oursBytes = weightBytes + shape.n * blocks * 2 + activationBytes + m * shape.n * 2
         weights.removeAll()
 
         let bf16 = try cublas.map { try baseline($0, .bf16, shape: shape, m: m, stream: stream, random: &random, rotation: rotation) }
