@@ -6,7 +6,7 @@ import PackageDescription
 //                                    \-> CPUReference (the exact CPU ground truth)
 //   comet (CLI) -> FMPQModel -> CPUBackend -> Engine -> Model -> Quant (safetensors)
 //                                                \-> Sampling
-//   comet (CLI) -> GPUBackend -> Engine, Kernels      (CPUBackend and GPUBackend implement Engine's `ModelRunner`)
+//   comet (CLI) -> GPUBackend -> Engine, Kernels, FMPQModel (CPUBackend and GPUBackend implement Engine's `ModelRunner`)
 //   comet (CLI) -> Server (OpenAI HTTP API, the only JSON) -> Engine
 let package = Package(
     name: "comet",
@@ -83,7 +83,7 @@ let package = Package(
         ),
         // The model on the GPU for the engine: weights (FMPQ checkpoint, bf16, synthetic) and the
         // step runner over the paged KV cache.
-        .target(name: "GPUBackend", dependencies: ["Engine", "CUDA", "Kernels", "Model", "Quant", "CPUBackend", "CPUReference"]),
+        .target(name: "GPUBackend", dependencies: ["Engine", "CUDA", "Kernels", "Model", "Quant", "CPUBackend", "CPUReference", "FMPQModel"]),
         // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
         .target(name: "GPUChecks", dependencies: [
             "CUDA", "Kernels", "CPUReference", "CPUBackend", "Model", "Quant", "GPUBackend", "FMPQModel", "Engine", "Sampling",

@@ -10,10 +10,12 @@ import Model
 ///
 /// A step is what the engine's runner does for greedy requests: upload ids/positions/block tables,
 /// every layer, the LM head, the argmax on the GPU and the token ids back on the host; wall-clock
-/// time per step, after warm-up.
+/// time per step, after warm-up. With several GPUs both sides run tensor parallel over them.
 public struct DecodeBenchmark {
     public struct Row: Sendable, Codable {
         public let model: String, batch: Int, length: Int
+        /// GPUs the model is split over.
+        public let tensorParallel: Int
         /// Milliseconds per decode step.
         public let w4axKV4: Double, bf16: Double?
         public var w4axTokensPerSecond: Double { Double(batch) / w4axKV4 * 1000 }
@@ -21,12 +23,15 @@ public struct DecodeBenchmark {
         public var speedup: Double? { bf16.map { $0 / w4axKV4 } }
     }
 
-    public let library: KernelLibrary
+    /// One per GPU, in rank order.
+    public let libraries: [KernelLibrary]
     public let blas: CuBLASLt
+    let nccl: () throws -> NCCL
 
-    public init(library: KernelLibrary, blas: CuBLASLt) {
-        self.library = library
+    public init(libraries: [KernelLibrary], blas: CuBLASLt, nccl: @escaping () throws -> NCCL) {
+        self.libraries = libraries
         self.blas = blas
+        self.nccl = nccl
     }
 
     /// Times `steps` decode steps for each batch size, for W4AxKV4 and (unless `baseline` is false) bf16.
@@ -34,25 +39,29 @@ public struct DecodeBenchmark {
                     log: (String) -> Void = { _ in }) throws -> [Row] {
         var times: [Bool: [Double]] = [:]
         for quantized in baseline ? [true, false] : [true] {
-            log("building \(name) \(quantized ? "W4AxKV4" : "bf16") weights")
-            times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps)
+            log("building \(name) \(quantized ? "W4AxKV4" : "bf16") weights on \(libraries.count) GPU(s)")
+            do {
+                times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps)
+            } catch where !quantized {
+                // The bf16 baseline may not fit (70B in bf16 is 141 GB): say so, keep our rows.
+                log("bf16 baseline not run: \(error)")
+            }
         }
         return batches.indices.map { i in
-            Row(model: name, batch: batches[i], length: length, w4axKV4: times[true]![i], bf16: times[false]?[i])
+            Row(model: name, batch: batches[i], length: length, tensorParallel: libraries.count, w4axKV4: times[true]![i],
+                bf16: times[false]?[i])
         }
     }
 
     private func time(config: ModelConfig, quantized: Bool, batches: [Int], length: Int, steps: Int) throws -> [Double] {
-        let context = library.context
-        let weights = try GPUModelWeights.synthetic(config: config, quantized: quantized, seed: 1, context: context)
         let maxBatch = batches.max()!, blockSize = 16
         let positions = length + steps + 4
         let blocksPerSequence = (positions + blockSize - 1) / blockSize
-        let runner = try GPUModelRunner(
-            weights: weights,
+        let runner = try GPUWeightsPlan.synthetic(config, quantized: quantized).runner(
+            libraries: libraries, blas: blas,
             options: GPURunnerOptions(kvBlockSize: blockSize, kvBlocks: maxBatch * blocksPerSequence, maxStepTokens: maxBatch,
                                       maxStepSequences: maxBatch, contextLength: positions),
-            library: library, blas: blas)
+            nccl: nccl)
         // The cache's contents do not change the speed; fill it with small finite values.
         try runner.fillKVCache(byte: 0x3C)
         var tokens: [Int32] = []
@@ -81,9 +90,9 @@ public struct DecodeBenchmark {
             for _ in 0..<digits { scale *= 10 }
             return "\((x * scale).rounded() / scale)"
         }
-        var lines = ["model      B     L   W4AxKV4 ms  tok/s      bf16 ms  tok/s      speedup"]
+        var lines = ["model      TP  B     L   W4AxKV4 ms  tok/s      bf16 ms  tok/s      speedup"]
         for r in rows {
-            lines.append([r.model.padding(10), "\(r.batch)".padding(5), "\(r.length)".padding(5), f(r.w4axKV4, 3).padding(11),
+            lines.append([r.model.padding(10), "\(r.tensorParallel)".padding(3), "\(r.batch)".padding(5), "\(r.length)".padding(5), f(r.w4axKV4, 3).padding(11),
                           f(r.w4axTokensPerSecond, 0).padding(10), f(r.bf16, 3).padding(8), f(r.bf16TokensPerSecond, 0).padding(10),
                           f(r.speedup) + "x"].joined(separator: " "))
         }

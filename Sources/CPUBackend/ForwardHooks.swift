@@ -11,6 +11,10 @@ public enum LinearSlot: Int, Sendable, CaseIterable {
     /// Wdown · (silu(gate) * up): input [tokens, ffnDim].
     case down
 
+    /// Whether tensor parallelism splits this linear's inputs (o, down: the ranks' outputs are
+    /// partial sums) rather than its outputs (qkv, gate_up).
+    public var isRowParallel: Bool { self == .attentionOutput || self == .down }
+
     /// The name of the layer's linear in a checkpoint, e.g. "blk.3.ffn_down".
     public func name(layer: Int) -> String {
         switch self {

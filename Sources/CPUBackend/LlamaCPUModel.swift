@@ -38,6 +38,10 @@ public final class LlamaCPUModel {
     /// Observes or replaces the linears and K/V of every forward call (calibration, quantized
     /// evaluation); nil runs the plain fp32 model.
     public var hooks: (any ForwardHooks)?
+    /// Set when this model is one rank's share of a tensor-parallel model (its weights a
+    /// `ShardedWeightSource`): o and down then give partial sums, which this reducer sums over the
+    /// ranks before the residual add. nil for a whole model.
+    public var partialSums: (any PartialSumReducer)?
     private let scratch: ForwardScratch
 
     /// Loads and dequantizes the model in `gguf` (`ModelConfig` says what is accepted).
@@ -210,8 +214,7 @@ public final class LlamaCPUModel {
                 }
             }
             attention(layer: l, rows: n, pieces, segments: segments)
-            linear(l, .attentionOutput, s.attention.pointer, rows: n, pieces, layer.attentionOutput,
-                   inDim: qDim, outDim: dim, s.residual.pointer, accumulate: true)
+            rowParallelLinear(l, .attentionOutput, s.attention.pointer, rows: n, pieces, layer.attentionOutput, inDim: qDim)
 
             // Feed-forward block: x += Wdown · (silu(Wgate·xn) * (Wup·xn)).
             CPUKernels.rmsNorm(s.residual.pointer, tokens: n, dim: dim, weight: layer.ffnNorm.pointer,
@@ -220,9 +223,22 @@ public final class LlamaCPUModel {
             linear(l, .gateUp, s.normed.pointer, rows: n, pieces, layer.gateUp, inDim: dim, outDim: 2 * ffn,
                    s.gateUp.pointer, accumulate: false)
             CPUKernels.swiGLU(s.gateUp.pointer, tokens: n, hidden: ffn, into: s.hidden.pointer)
-            linear(l, .down, s.hidden.pointer, rows: n, pieces, layer.down, inDim: ffn, outDim: dim,
-                   s.residual.pointer, accumulate: true)
+            rowParallelLinear(l, .down, s.hidden.pointer, rows: n, pieces, layer.down, inDim: ffn)
         }
+    }
+
+    /// x += W·input for o and down. Under tensor parallelism the product is this rank's partial
+    /// sum: it goes to the free `normed` scratch, is summed over the ranks, then added.
+    private func rowParallelLinear(
+        _ layer: Int, _ slot: LinearSlot, _ x: UnsafePointer<Float>, rows n: Int, _ pieces: [ChunkPiece], _ w: FloatBuffer, inDim: Int
+    ) {
+        let dim = config.dim, s = scratch
+        guard let partialSums else {
+            return linear(layer, slot, x, rows: n, pieces, w, inDim: inDim, outDim: dim, s.residual.pointer, accumulate: true)
+        }
+        linear(layer, slot, x, rows: n, pieces, w, inDim: inDim, outDim: dim, s.normed.pointer, accumulate: false)
+        partialSums.sumOverRanks(s.normed.pointer, count: n * dim)
+        CPUKernels.add(s.normed.pointer, into: s.residual.pointer, count: n * dim)
     }
 
     /// One linear of a layer over the chunk's rows: the hooks' if they take it (asked once per piece,

@@ -56,9 +56,12 @@ public struct LibrarySearch: Sendable, Equatable {
     /// the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache) is tried too.
     func candidates(sonames: [String], wheelFolders: [String]) -> [String] {
         var paths: [String] = []
+        // An explicit file counts only for its own library (a --nvrtc file is not NCCL).
+        let stems = sonames.map { String($0.prefix { $0 != "." }) }
         for path in explicitPaths {
             if path.hasSuffix(".so") || path.contains(".so.") {
-                paths.append(path)
+                let file = path.split(separator: "/").last.map(String.init) ?? path
+                if stems.contains(where: { file.hasPrefix($0) }) { paths.append(path) }
             } else {
                 paths += sonames.map { "\(path)/\($0)" }
             }

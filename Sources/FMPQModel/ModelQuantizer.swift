@@ -13,6 +13,10 @@ public struct QuantizeSettings: Sendable, Equatable {
     public var kv4: Bool
     /// The alpha of per-channel K smoothing folded into q/k (`KeySmoothing`), nil for none.
     public var keySmoothing: Double?
+    /// The tensor parallelism the checkpoint will run at: o and down are permuted shard by shard
+    /// (`FMPQSharding.swift`) so that every rank's cut is a valid FMPQ layout. 1 for one GPU; a
+    /// checkpoint made for N also runs at any divisor of N.
+    public var tensorParallel: Int
 
     /// K smoothing's alpha when it is asked for. FP + KV4 on 2,048 evaluation tokens (16
     /// calibration windows; FP 26.75, no smoothing 29.35): alpha 0.125 28.67, 0.25 28.64, 0.5
@@ -20,11 +24,14 @@ public struct QuantizeSettings: Sendable, Equatable {
     /// smoothing off by default: it did not help FMPQ W4AxKV4 there.
     public static let defaultKeySmoothing = 0.25
 
-    public init(recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil) {
+    public init(
+        recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil, tensorParallel: Int = 1
+    ) {
         self.recipe = recipe
         self.permute = permute
         self.kv4 = kv4
         self.keySmoothing = keySmoothing
+        self.tensorParallel = tensorParallel
     }
 }
 
@@ -49,11 +56,17 @@ public enum ModelQuantizer {
         progress: (_ layer: Int, _ layers: Int) -> Void = { _, _ in }
     ) throws -> QuantizedCheckpoint {
         let recipe = settings.recipe
+        let ranks = settings.tensorParallel
+        try TensorParallelShard.check(model.config, ranks: ranks)
+        if ranks > 1, !settings.permute {
+            throw QuantError.invalidLayout("the identity permutation puts every INT8 block on the last tensor-parallel rank; quantize with permutation for --tensor-parallel \(ranks)")
+        }
         var checkpoint = QuantizedCheckpoint(
             model: configJSON(model.config),
             tokenizer: .init(kind: "gguf", source: modelFile, sha256: modelFileSHA256),
             calibration: .init(
-                text: source.text + (settings.permute ? "" : "; no permutation (identity)"),
+                text: source.text + (settings.permute ? "" : "; no permutation (identity)")
+                    + (ranks > 1 ? "; o and down permuted per shard for \(ranks)-way tensor parallelism" : ""),
                 tokens: calibration.tokens, contextLength: calibration.contextLength,
                 excludesSink: true, recipe: recipe),
             kvCache: .init(bits: settings.kv4 ? 4 : 16, keySmoothing: settings.keySmoothing != nil,
@@ -83,7 +96,8 @@ public enum ModelQuantizer {
                 let (int4, permutation): (Int4Weights, FMPQPermutation)
                 if settings.permute {
                     (int4, permutation) = try recipe.quantize(
-                        weights: weights, outputs: shape.outDim, statistics: observed.statistics, hessian: observed.hessian)
+                        weights: weights, outputs: shape.outDim, statistics: observed.statistics, hessian: observed.hessian,
+                        shards: slot.isRowParallel ? ranks : 1)
                 } else {
                     // The budget's block count, but on the channels in their original order.
                     let chosen = try FMPQPermutation(statistics: observed.statistics, criterion: recipe.criterion,

@@ -86,10 +86,29 @@ public final class GPUModelRunner: ModelRunner {
     /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
     private var tokenLengths: [Int32] = []
 
-    public init(weights: GPUModelWeights, options: GPURunnerOptions = GPURunnerOptions(), library: KernelLibrary, blas: CuBLASLt) throws {
+    /// Under tensor parallelism: this runner is rank `rank` of `group`, its weights that rank's
+    /// share (`config` is the shard's), and o and down are summed over the ranks.
+    public struct Rank: Sendable {
+        public let group: NCCLGroup
+        public let rank: Int
+        public init(group: NCCLGroup, rank: Int) {
+            self.group = group
+            self.rank = rank
+        }
+    }
+    public let tensorParallelRank: Rank?
+    /// Whether this runner computes the LM head (every rank would compute the same logits; only
+    /// rank 0 does).
+    var producesLogits: Bool { (tensorParallelRank?.rank ?? 0) == 0 }
+
+    public init(
+        weights: GPUModelWeights, options: GPURunnerOptions = GPURunnerOptions(), library: KernelLibrary, blas: CuBLASLt,
+        tensorParallelRank: Rank? = nil
+    ) throws {
         let config = weights.config
         self.config = config
         self.weights = weights
+        self.tensorParallelRank = tensorParallelRank
         context = library.context
         stream = try context.makeStream()
         contextLength = min(options.contextLength ?? config.contextLength, config.contextLength)
@@ -167,7 +186,7 @@ public final class GPUModelRunner: ModelRunner {
     public func execute(_ step: [StepSequence], logits: inout [Float]) throws {
         let rows = try forward(step)
         let vocab = config.vocabularySize
-        guard rows > 0 else { return try stream.synchronize() }
+        guard rows > 0, producesLogits else { return try stream.synchronize() }
         let out = scratch.logits.prefix(rows * vocab)
         try context.copy(bytes: out.byteCount, from: out.pointer, toHost: UnsafeMutableRawPointer(logitsHost.baseAddress), on: stream)
         try stream.synchronize()
@@ -179,7 +198,7 @@ public final class GPUModelRunner: ModelRunner {
     /// instead of S x vocab logits.
     public func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws {
         let rows = try forward(step)
-        guard rows > 0 else {
+        guard rows > 0, producesLogits else {
             tokens = []
             return try stream.synchronize()
         }
@@ -256,16 +275,25 @@ public final class GPUModelRunner: ModelRunner {
                      adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, cache: caches[l], qOut: q, on: stream)
             try attend(q, cache: caches[l], tables: tables, lengths: lengths, tokens: tokens, maxLength: maxLength, into: attended)
             try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)
+            try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
             try linear(layer.gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
             try linear(layer.down, .swiGLU(gateUp), tokens: tokens, into: projected)
+            try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
         }
-        guard logitRows > 0 else { return }
+        guard logitRows > 0, producesLogits else { return }
         let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
         try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
         try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)
+    }
+
+    /// Under tensor parallelism, sums a row-parallel linear's partial output over the ranks, in
+    /// place (bf16, as NCCL reduces it: the partials are rounded to bf16 once more than at TP=1).
+    private func sumOverRanks(_ partial: DeviceBuffer<BFloat16>) throws {
+        guard let tp = tensorParallelRank else { return }
+        try tp.group.allReduceSum(partial.pointer, count: partial.count, type: .bfloat16, rank: tp.rank, on: stream)
     }
 
     /// Checks the step and writes its integer inputs into `staging`, then uploads them:

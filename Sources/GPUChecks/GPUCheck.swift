@@ -14,6 +14,18 @@ public struct GPUCheckEnvironment {
     public let modelPath: String?
     public var context: CUDAContext { library.context }
 
+    /// GPUs the driver sees.
+    public var deviceCount: Int { (try? library.context.device.driver.deviceCount()) ?? 1 }
+
+    /// Kernel libraries of `count` GPUs from this one on (tensor-parallel checks), sharing its compiler.
+    public func libraries(_ count: Int) throws -> [KernelLibrary] {
+        let first = context.device.ordinal, driver = context.device.driver
+        guard first + count <= deviceCount else { throw CheckSkipped("\(count) GPUs needed, \(deviceCount - first) available") }
+        return try (first..<(first + count)).map {
+            $0 == first ? library : KernelLibrary(context: try driver.device($0).makeContext(), compiler: library.compiler)
+        }
+    }
+
     public init(library: KernelLibrary, stream: CUDAStream, seed: UInt64, librarySearch: LibrarySearch = LibrarySearch(),
                 modelPath: String? = nil) {
         self.library = library
@@ -44,6 +56,7 @@ public struct GPUCheck: Sendable {
     /// Every check, in a fixed order.
     public static let all: [GPUCheck] = DriverChecks.all + CopyChecks.all + Int8GemmChecks.all + W4AxGemmChecks.all + FMPQQuantizeChecks.all
         + DecodeAttentionChecks.all + RoPEKVWriteChecks.all + LayerOpsChecks.all + SamplingChecks.all + GPURunnerChecks.all
+        + TensorParallelChecks.all
 
     /// Runs `checks` one after another; a failing or throwing check does not stop the rest.
     /// Prints `PASS`/`FAIL`/`SKIP` lines through `log`, and returns the counts.

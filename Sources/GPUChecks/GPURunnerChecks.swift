@@ -42,11 +42,11 @@ enum GPURunnerChecks {
     ]
 
     static let fmpq = GPUCheck("gpu_runner.fmpq") { env in
-        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: true, tolerance: 0.15, &env) }
+        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: true, tolerance: 0.15, &env).summary }
     }
 
     static let bf16 = GPUCheck("gpu_runner.bf16") { env in
-        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: false, tolerance: 0.02, &env) }
+        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: false, tolerance: 0.02, &env).summary }
     }
 
     /// Every config, all reported even when one fails.
@@ -135,11 +135,19 @@ enum GPURunnerChecks {
         that all might believe through him. He was not the light, but was sent that he might testify about the light.
         """
 
-    /// Runs the scenario on both sides and compares every logits row.
-    static func compare(source: any LlamaWeightSource, quantized: Bool, tolerance: Double, _ env: inout GPUCheckEnvironment) throws -> String {
+    /// Runs the scenario on both sides and compares every logits row; returns the GPU's rows too.
+    /// `ranks` > 1 runs the GPU side tensor parallel over that many GPUs (`recipe` then must
+    /// quantize for a multiple of it).
+    static func compare(
+        source: any LlamaWeightSource, quantized: Bool, tolerance: Double, ranks: Int = 1, recipe: FMPQRecipe = FMPQRecipe(weightMethod: .rtn),
+        tensorParallel: Int = 1, _ env: inout GPUCheckEnvironment
+    ) throws -> (summary: String, rows: [[Float]]) {
         let config = source.config
         let calibration = (0..<4).map { _ in (0..<48).map { _ in Int32.random(in: 0..<Int32(config.vocabularySize), using: &env.random) } }
-        let (cpu, runner, checkpoint) = try makeModels(source: source, quantized: quantized, calibration: calibration, &env)
+        let (cpu, runner, checkpoint) = try makeModels(
+            source: source, quantized: quantized, calibration: calibration, ranks: ranks,
+            settings: QuantizeSettings(recipe: recipe, tensorParallel: tensorParallel), &env)
+        var gpuRows: [[Float]] = []
         // The fp32 model, to measure FMPQ's own error, and the perturbed CPU model (quantized runs only).
         let float = quantized ? try LlamaCPUModel(weights: source, maxBatchTokens: 64) : nil
         let perturbed = quantized ? try perturbedCPU(source: source, checkpoint: checkpoint) : nil
@@ -181,6 +189,7 @@ enum GPURunnerChecks {
                 guard sequences[k].needsLogits else { continue }
                 let vocab = config.vocabularySize
                 let g = Array(gpuLogits[(row * vocab)..<((row + 1) * vocab)])
+                gpuRows.append(g)
                 row += 1
                 let stats = compareRow(g, cpuLogits)
                 guard stats.finite else { throw CheckFailure("non-finite GPU logits for sequence \(i) at position \(fed[i])") }
@@ -203,32 +212,34 @@ enum GPURunnerChecks {
         summary += ", argmax \(argmaxAgree)/\(clearRows) clear rows"
         guard worst <= tolerance, !quantized || worst <= 1.5 * sensitivity + 0.01 else { throw CheckFailure(summary) }
         guard argmaxAgree == clearRows else { throw CheckFailure("argmax differs: " + summary) }
-        return summary
+        return (summary, gpuRows)
     }
 
-    /// The CPU model (with FMPQ hooks when `quantized`: RTN, calibrated on `calibration`, KV4) and
-    /// a GPU runner on the same weights (64 blocks of 16 tokens, 256 positions).
+    /// The CPU model (with FMPQ hooks when `quantized`: calibrated on `calibration`, quantized with
+    /// `settings`, KV4) and a GPU runner on the same weights (64 blocks of 16 tokens, 256
+    /// positions), over `ranks` GPUs.
     static func makeModels(
-        source: any LlamaWeightSource, quantized: Bool, calibration: [[Int32]], _ env: inout GPUCheckEnvironment
-    ) throws -> (LlamaCPUModel, GPUModelRunner, QuantizedCheckpoint?) {
+        source: any LlamaWeightSource, quantized: Bool, calibration: [[Int32]], ranks: Int = 1,
+        settings: QuantizeSettings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn)), _ env: inout GPUCheckEnvironment
+    ) throws -> (LlamaCPUModel, any GPURunner, QuantizedCheckpoint?) {
         let cpu = try LlamaCPUModel(weights: source, maxBatchTokens: 64)
-        let weights: GPUModelWeights
+        let plan: GPUWeightsPlan
         var made: QuantizedCheckpoint?
         if quantized {
             let observed = try Calibrator.calibrate(model: cpu, sequences: calibration, hessians: false)
             let checkpoint = try ModelQuantizer.quantize(
-                model: cpu, calibration: observed, settings: QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn)),
+                model: cpu, calibration: observed, settings: settings,
                 modelFile: "check", modelFileSHA256: nil, source: CalibrationSource(text: "check"))
             try QuantizedModelHooks.install(on: cpu, checkpoint: checkpoint, evaluation: QuantizedEvaluation(kv4: true))
-            weights = try GPUModelWeights(checkpoint: checkpoint, base: source, context: env.context)
+            plan = .checkpoint(checkpoint, base: source)
             made = checkpoint
         } else {
-            weights = try GPUModelWeights(bf16: source, context: env.context)
+            plan = .bf16(source)
         }
-        let runner = try GPUModelRunner(
-            weights: weights, options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8,
-                                                        contextLength: 256),
-            library: env.library, blas: try CuBLASLt.load(search: env.librarySearch))
+        let runner = try plan.runner(
+            libraries: try env.libraries(ranks), blas: try CuBLASLt.load(search: env.librarySearch),
+            options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8, contextLength: 256),
+            nccl: { try NCCL.load(search: env.librarySearch) })
         return (cpu, runner, made)
     }
 

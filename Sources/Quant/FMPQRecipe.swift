@@ -35,11 +35,12 @@ public struct FMPQRecipe: Sendable, Equatable, Codable {
     /// Quantizes one linear layer: chooses its permutation from `statistics`, permutes the
     /// weight's input columns (and the Hessian), and rounds the weights by `weightMethod`.
     /// `weights` is [outputs, K] in the original channel order; `hessian` is needed for GPTQ.
+    /// `shards` > 1 permutes a row-parallel linear for that tensor parallelism (`FMPQSharding.swift`).
     public func quantize(
-        weights: [Float], outputs: Int, statistics: CalibrationStatistics, hessian: GPTQHessian? = nil
+        weights: [Float], outputs: Int, statistics: CalibrationStatistics, hessian: GPTQHessian? = nil, shards: Int = 1
     ) throws -> (weights: Int4Weights, permutation: FMPQPermutation) {
         let permutation = try FMPQPermutation(
-            statistics: statistics, criterion: criterion, budget: budget, blockSize: blockSize, int4Order: int4Order
+            scores: criterion.scores(statistics), budget: budget, blockSize: blockSize, int4Order: int4Order, shards: shards
         )
         let permuted = try permutation.permuteColumns(weights, rows: outputs)
         switch weightMethod {

@@ -21,10 +21,24 @@ struct BackendOptions: ParsableArguments {
     @Option(help: "GPU: the share of free GPU memory the KV cache may take.")
     var gpuMemory = 0.9
 
+    @Option(help: "GPU: run the model over this many GPUs (tensor parallelism over NCCL, GPUs --device onwards). An FMPQ checkpoint must be quantized with the same or a multiple of it.")
+    var tensorParallel = 1
+
     @OptionGroup var gpu: GPUOptions
 
     func validate() throws {
         guard gpuMemory > 0, gpuMemory <= 0.98 else { throw ValidationError("--gpu-memory must be in (0, 0.98]") }
+        guard tensorParallel >= 1, tensorParallel <= 64 else { throw ValidationError("--tensor-parallel must be from 1 to 64") }
+        guard tensorParallel == 1 || backend == .gpu else { throw ValidationError("--tensor-parallel needs --backend gpu") }
+    }
+
+    /// The GPU runner for `plan` with these options.
+    func gpuRunner(_ plan: GPUWeightsPlan, options: GPURunnerOptions) throws -> (runner: any GPURunner, device: String) {
+        let libraries = try gpu.makeLibraries(count: tensorParallel)
+        let runner = try plan.runner(
+            libraries: libraries, blas: try CuBLASLt.load(search: gpu.librarySearch), options: options, nccl: gpu.loadNCCL)
+        let name = libraries[0].context.device.name
+        return (runner, tensorParallel == 1 ? name : "\(tensorParallel) x \(name) (tensor parallel)")
     }
 
     /// The model to serve: its file or folder (the tokenizer and chat template come from it, or
@@ -56,21 +70,16 @@ struct BackendOptions: ParsableArguments {
             return (engine, "CPU runner, \(threads) threads")
         case .gpu:
             return try orFail("GPU backend") {
-                let library = try gpu.makeLibrary()
-                let weights = try checkpoint.map { try GPUModelWeights(checkpoint: $0, base: source.weights, context: library.context) }
-                    ?? GPUModelWeights(bf16: source.weights, context: library.context)
+                let plan: GPUWeightsPlan = checkpoint.map { .checkpoint($0, base: source.weights) } ?? .bf16(source.weights)
                 let contextLength = min(contextLength, source.config.contextLength)
-                let runner = try GPUModelRunner(
-                    weights: weights,
-                    options: GPURunnerOptions(
-                        kvBlockSize: 16, kvBlocks: kvTokens.map { ($0 + 15) / 16 }, memoryFraction: gpuMemory,
-                        maxStepTokens: stepTokens, maxStepSequences: maxBatch, contextLength: contextLength),
-                    library: library, blas: try CuBLASLt.load(search: gpu.librarySearch))
+                let (runner, device) = try gpuRunner(plan, options: GPURunnerOptions(
+                    kvBlockSize: 16, kvBlocks: kvTokens.map { ($0 + 15) / 16 }, memoryFraction: gpuMemory,
+                    maxStepTokens: stepTokens, maxStepSequences: maxBatch, contextLength: contextLength))
                 let template = (try? source.chatTemplate()) ?? .chatML(defaultSystemPrompt: nil)
                 let engine = try LLMEngine(runner: runner, tokenizer: tokenizer, chatTemplate: template, configuration: EngineConfiguration(
                     modelName: model.path, maxWaitingRequests: maxWaiting, contextLength: contextLength))
-                let kind = weights.isQuantized ? "W4AxKV4 (FMPQ checkpoint)" : "bf16"
-                return (engine, "GPU runner on \(library.context.device.name), \(kind), \(runner.kvBlockCount) KV blocks of 16")
+                let kind = checkpoint != nil ? "W4AxKV4 (FMPQ checkpoint)" : "bf16"
+                return (engine, "GPU runner on \(device), \(kind), \(runner.kvBlockCount) KV blocks of 16")
             }
         }
     }

@@ -188,6 +188,9 @@ struct Bench: ParsableCommand {
         @Flag(help: "Time W4AxKV4 only (no bf16 baseline).")
         var noBaseline = false
 
+        @Option(help: "GPUs the model is split over (tensor parallelism over NCCL, both sides).")
+        var tensorParallel = 1
+
         @Option(help: "Also write the rows as JSON to this file.")
         var json: String?
 
@@ -205,12 +208,14 @@ struct Bench: ParsableCommand {
                 throw ValidationError("--length must leave room for the steps within the model's \(config!.contextLength) positions")
             }
             guard steps > 0 else { throw ValidationError("--steps must be positive") }
+            guard tensorParallel >= 1 else { throw ValidationError("--tensor-parallel must be at least 1") }
         }
 
         func run() throws {
             try Bench.report(json: json) {
-                let library = try gpu.makeLibrary()
-                let bench = DecodeBenchmark(library: library, blas: try CuBLASLt.load(search: gpu.librarySearch))
+                let libraries = try gpu.makeLibraries(count: tensorParallel)
+                let library = libraries[0]
+                let bench = DecodeBenchmark(libraries: libraries, blas: try CuBLASLt.load(search: gpu.librarySearch), nccl: gpu.loadNCCL)
                 let rows = try bench.run(model: synthetic, config: config!, batches: batches, length: length, steps: steps,
                                          baseline: !noBaseline) { print($0) }
                 print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + greedy argmax on the GPU + ids to the host")

@@ -40,10 +40,24 @@ struct GPUOptions: ParsableArguments {
 
     /// The GPU's kernel library: driver, device, primary context and compiler together.
     func makeLibrary() throws -> KernelLibrary {
-        let driver = try CUDADriver.load(search: librarySearch)
-        let context = try driver.device(device).makeContext()
-        return KernelLibrary(context: context, compiler: try makeCompiler())
+        try makeLibraries(count: 1)[0]
     }
+
+    /// Kernel libraries of `count` GPUs, ordinals `device ..< device + count` (tensor parallelism),
+    /// sharing one compiler.
+    func makeLibraries(count: Int) throws -> [KernelLibrary] {
+        let driver = try CUDADriver.load(search: librarySearch)
+        let available = try driver.deviceCount()
+        guard device >= 0, device + count <= available else {
+            throw CUDAError.invalidArgument(
+                "\(count) GPU\(count == 1 ? "" : "s") from ordinal \(device) asked for, the driver sees \(available)")
+        }
+        let compiler = try makeCompiler()
+        return try (device..<(device + count)).map { KernelLibrary(context: try driver.device($0).makeContext(), compiler: compiler) }
+    }
+
+    /// NCCL, for tensor parallelism.
+    func loadNCCL() throws -> NCCL { try NCCL.load(search: librarySearch) }
 }
 
 /// Prints `error` to stderr and exits with status 1: the one way commands report failure.

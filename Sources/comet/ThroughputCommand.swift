@@ -187,18 +187,15 @@ extension Bench.Throughput {
     func syntheticEngine(_ name: String, kvTokens: Int) throws -> (LLMEngine, String) {
         try orFail("GPU backend") {
             let config = DecodeBenchmarkShapes.config(name)!
-            let library = try backend.gpu.makeLibrary()
-            let weights = try GPUModelWeights.synthetic(config: config, quantized: !bf16, seed: 1, context: library.context)
             let contextLength = min(config.contextLength, inputLen + outputLen)
-            let runner = try GPUModelRunner(
-                weights: weights,
+            let (runner, device) = try backend.gpuRunner(
+                .synthetic(config, quantized: !bf16),
                 options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: (kvTokens + 15) / 16, maxStepTokens: stepTokens,
-                                          maxStepSequences: maxBatch, contextLength: contextLength),
-                library: library, blas: try CuBLASLt.load(search: backend.gpu.librarySearch))
+                                          maxStepSequences: maxBatch, contextLength: contextLength))
             let engine = try LLMEngine(
                 runner: runner, tokenizer: SyntheticTokenizer(vocabularySize: config.vocabularySize), chatTemplate: .chatML(defaultSystemPrompt: nil),
                 configuration: EngineConfiguration(modelName: name, maxWaitingRequests: requests, contextLength: contextLength, endOfTextTokens: []))
-            return (engine, "GPU runner on \(library.context.device.name), synthetic \(name) \(bf16 ? "bf16" : "W4AxKV4")")
+            return (engine, "GPU runner on \(device), synthetic \(name) \(bf16 ? "bf16" : "W4AxKV4")")
         }
     }
 }

@@ -13,6 +13,10 @@ import Testing
         #expect(paths.contains("/site/nvidia/cu13/lib/libnvrtc.so.13"))
         #expect(paths.last == "libnvrtc.so.13")  // the dynamic loader's own search comes last
         #expect(paths.firstIndex(of: "/cuda/lib64/libnvrtc.so.13")! < paths.firstIndex(of: "/site/nvidia/cu13/lib/libnvrtc.so.13")!)
+        // An explicit NVRTC file is not a candidate for another library; an explicit folder is.
+        let nccl = search.candidates(sonames: ["libnccl.so.2"], wheelFolders: ["nccl/lib"])
+        #expect(!nccl.contains("/opt/x/libnvrtc.so.13") && nccl.first == "/opt/dir/libnccl.so.2")
+        #expect(nccl.contains("/site/nvidia/nccl/lib/libnccl.so.2"))
     }
 
     @Test func aMissingLibraryListsWhereItLooked() {

@@ -1,16 +1,15 @@
-import CPUReference
 import Model
 
 /// A llama model of any shape with seeded random fp32 weights, held in memory: what the GPU
-/// runner checks run on both sides (the CPU backend and the GPU) without a model file.
-struct RandomLlamaWeights: LlamaWeightSource {
-    let config: ModelConfig
+/// runner checks and the tensor-parallel tests run on both sides without a model file.
+public struct RandomLlamaWeights: LlamaWeightSource {
+    public let config: ModelConfig
     private let tensors: [LlamaTensor: [Float]]
     private let shapes: [LlamaTensor: [Int]]
 
     /// Matrices uniform in ±1/sqrt(inputs) (outputs of variance ~1/3 per unit input), norms in
     /// [0.8, 1.2], biases in ±0.1, embeddings in ±1.
-    init(config: ModelConfig, random: inout SplitMix64) {
+    public init(config: ModelConfig, random: inout some RandomNumberGenerator) {
         self.config = config
         var tensors: [LlamaTensor: [Float]] = [:], shapes: [LlamaTensor: [Int]] = [:]
         for (tensor, shape) in config.expectedTensors {
@@ -31,13 +30,13 @@ struct RandomLlamaWeights: LlamaWeightSource {
         self.shapes = shapes
     }
 
-    func name(of tensor: LlamaTensor) -> String { "\(tensor)" }
-    func shape(of tensor: LlamaTensor) -> [Int]? { shapes[tensor] }
+    public func name(of tensor: LlamaTensor) -> String { "\(tensor)" }
+    public func shape(of tensor: LlamaTensor) -> [Int]? { shapes[tensor] }
 
-    func read(_ tensor: LlamaTensor, into output: UnsafeMutableBufferPointer<Float>) throws {
+    public func read(_ tensor: LlamaTensor, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let values = tensors[tensor], values.count == output.count else { throw ModelError.missingTensor(name(of: tensor)) }
         _ = output.update(from: values)
     }
 
-    func ropeFrequencyFactors() throws -> [Float]? { nil }
+    public func ropeFrequencyFactors() throws -> [Float]? { nil }
 }
