@@ -25,13 +25,12 @@ public struct DecodeBenchmark {
 
     /// One per GPU, in rank order.
     public let libraries: [KernelLibrary]
-    public let blas: CuBLASLt
-    let nccl: () throws -> NCCL
+    /// Where cuBLASLt and NCCL are found.
+    public let search: LibrarySearch
 
-    public init(libraries: [KernelLibrary], blas: CuBLASLt, nccl: @escaping () throws -> NCCL) {
+    public init(libraries: [KernelLibrary], search: LibrarySearch) {
         self.libraries = libraries
-        self.blas = blas
-        self.nccl = nccl
+        self.search = search
     }
 
     /// Times `steps` decode steps for each batch size, for W4AxKV4 and (unless `baseline` is false) bf16.
@@ -58,10 +57,9 @@ public struct DecodeBenchmark {
         let positions = length + steps + 4
         let blocksPerSequence = (positions + blockSize - 1) / blockSize
         let runner = try GPUWeightsPlan.synthetic(config, quantized: quantized).runner(
-            libraries: libraries, blas: blas,
+            libraries: libraries, search: search,
             options: GPURunnerOptions(kvBlockSize: blockSize, kvBlocks: maxBatch * blocksPerSequence, maxStepTokens: maxBatch,
-                                      maxStepSequences: maxBatch, contextLength: positions),
-            nccl: nccl)
+                                      maxStepSequences: maxBatch, contextLength: positions))
         // The cache's contents do not change the speed; fill it with small finite values.
         try runner.fillKVCache(byte: 0x3C)
         var tokens: [Int32] = []

@@ -24,10 +24,16 @@ public final class CuBLASLt: @unchecked Sendable {
         DevicePointer, Int, OpaquePointer?
     ) -> Status
 
-    public static func load(search: LibrarySearch) throws -> CuBLASLt {
+    /// Loads cuBLASLt and makes a handle for the GPU of `context` (the current one when nil).
+    /// A handle serves one GPU: cuBLASLt sets up its kernels (their shared memory limits) on the
+    /// device that was current when the handle was made, so each GPU of a tensor-parallel group
+    /// needs its own (one handle on another GPU's streams fails with CUBLAS_STATUS 13 on the
+    /// first kernel that needs more than 48 KiB of shared memory).
+    public static func load(search: LibrarySearch, context: CUDAContext? = nil) throws -> CuBLASLt {
         let library = try search.open(
             sonames: ["libcublasLt.so.13", "libcublasLt.so.12"], wheelFolders: ["cu13/lib", "cublas/lib"],
             name: "cuBLASLt (libcublasLt.so)")
+        try context?.bind()
         return try CuBLASLt(library: library)
     }
 

@@ -48,14 +48,17 @@ public enum GPUWeightsPlan: Sendable {
     }
 
     /// The runner for these weights on `libraries` (one per GPU, in rank order): a plain runner on
-    /// one GPU, tensor parallelism over NCCL on several (`nccl` is loaded only then).
-    public func runner(
-        libraries: [KernelLibrary], blas: CuBLASLt, options: GPURunnerOptions, nccl: () throws -> NCCL
-    ) throws -> any GPURunner {
+    /// one GPU, tensor parallelism over NCCL on several. cuBLASLt (and NCCL, for several GPUs)
+    /// are loaded from `search`.
+    public func runner(libraries: [KernelLibrary], search: LibrarySearch, options: GPURunnerOptions) throws -> any GPURunner {
         guard libraries.count > 1 else {
-            return try GPUModelRunner(weights: load(.whole, context: libraries[0].context), options: options, library: libraries[0], blas: blas)
+            let context = libraries[0].context
+            return try GPUModelRunner(weights: load(.whole, context: context), options: options, library: libraries[0],
+                                      blas: CuBLASLt.load(search: search, context: context))
         }
-        return try TensorParallelRunner(config: config, libraries: libraries, nccl: nccl(), blas: blas, options: options) { shard, context in
+        return try TensorParallelRunner(
+            config: config, libraries: libraries, nccl: NCCL.load(search: search), search: search, options: options
+        ) { shard, context in
             try load(shard, context: context)
         }
     }

@@ -30,10 +30,11 @@ public final class TensorParallelRunner: ModelRunner {
     /// - Parameters:
     ///   - config: the whole model's config.
     ///   - libraries: one kernel library per GPU, in rank order (distinct devices).
+    ///   - search: where cuBLASLt is found (a handle per GPU).
     ///   - weights: builds rank r's weights on its context (from `ShardedWeightSource`, a sharded
     ///     checkpoint, or synthetic weights of the shard's config).
     public init(
-        config: ModelConfig, libraries: [KernelLibrary], nccl: NCCL, blas: CuBLASLt, options: GPURunnerOptions = GPURunnerOptions(),
+        config: ModelConfig, libraries: [KernelLibrary], nccl: NCCL, search: LibrarySearch, options: GPURunnerOptions = GPURunnerOptions(),
         weights: (TensorParallelShard, CUDAContext) throws -> GPUModelWeights
     ) throws {
         let count = libraries.count
@@ -47,7 +48,7 @@ public final class TensorParallelRunner: ModelRunner {
             guard w.config == (try shard.sharded(config)) else {
                 throw GPUBackendError.badWeights("rank \(rank)'s weights are not \(shard) of the model")
             }
-            return try GPUModelRunner(weights: w, options: options, library: library, blas: blas,
+            return try GPUModelRunner(weights: w, options: options, library: library, blas: CuBLASLt.load(search: search, context: library.context),
                                       tensorParallelRank: .init(group: group, rank: rank))
         }
         kvBlockCount = ranks.map(\.kvBlockCount).min()!
@@ -60,7 +61,10 @@ public final class TensorParallelRunner: ModelRunner {
     }
 
     public func execute(_ step: [StepSequence], logits: inout [Float]) throws {
-        nonisolated(unsafe) var rank0: [Float] = logits
+        // Swapped in and out, not copied: the logits may be hundreds of MB.
+        nonisolated(unsafe) var rank0: [Float] = []
+        swap(&rank0, &logits)
+        defer { swap(&rank0, &logits) }
         try workers.run { [ranks] r in
             if r == 0 {
                 try ranks[0].execute(step, logits: &rank0)
@@ -69,7 +73,6 @@ public final class TensorParallelRunner: ModelRunner {
                 try ranks[r].execute(step, logits: &none)
             }
         }
-        logits = rank0
     }
 
     public func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws {

@@ -237,9 +237,8 @@ enum GPURunnerChecks {
             plan = .bf16(source)
         }
         let runner = try plan.runner(
-            libraries: try env.libraries(ranks), blas: try CuBLASLt.load(search: env.librarySearch),
-            options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8, contextLength: 256),
-            nccl: { try NCCL.load(search: env.librarySearch) })
+            libraries: try env.libraries(ranks), search: env.librarySearch,
+            options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8, contextLength: 256))
         return (cpu, runner, made)
     }
 

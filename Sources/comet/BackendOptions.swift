@@ -35,8 +35,7 @@ struct BackendOptions: ParsableArguments {
     /// The GPU runner for `plan` with these options.
     func gpuRunner(_ plan: GPUWeightsPlan, options: GPURunnerOptions) throws -> (runner: any GPURunner, device: String) {
         let libraries = try gpu.makeLibraries(count: tensorParallel)
-        let runner = try plan.runner(
-            libraries: libraries, blas: try CuBLASLt.load(search: gpu.librarySearch), options: options, nccl: gpu.loadNCCL)
+        let runner = try plan.runner(libraries: libraries, search: gpu.librarySearch, options: options)
         let name = libraries[0].context.device.name
         return (runner, tensorParallel == 1 ? name : "\(tensorParallel) x \(name) (tensor parallel)")
     }

@@ -215,7 +215,7 @@ struct Bench: ParsableCommand {
             try Bench.report(json: json) {
                 let libraries = try gpu.makeLibraries(count: tensorParallel)
                 let library = libraries[0]
-                let bench = DecodeBenchmark(libraries: libraries, blas: try CuBLASLt.load(search: gpu.librarySearch), nccl: gpu.loadNCCL)
+                let bench = DecodeBenchmark(libraries: libraries, search: gpu.librarySearch)
                 let rows = try bench.run(model: synthetic, config: config!, batches: batches, length: length, steps: steps,
                                          baseline: !noBaseline) { print($0) }
                 print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + greedy argmax on the GPU + ids to the host")

@@ -38,6 +38,12 @@ struct Env: ParsableCommand {
         } catch {
             print("NVRTC:        unavailable: \(error)")
         }
+        do {
+            let nccl = try gpu.loadNCCL()
+            print("NCCL:         \(nccl.versionString) (\(nccl.libraryPath)): --tensor-parallel available")
+        } catch {
+            print("NCCL:         unavailable (--tensor-parallel needs it): \(error)")
+        }
         if let dir = gpu.cacheDirectory {
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { $0.hasSuffix(".cubin") } ?? []
             print("Kernel cache: \(dir) (\(entries.count) cubins)")

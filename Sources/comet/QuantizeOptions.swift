@@ -80,7 +80,11 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "K smoothing strength in 0...1: each RoPE channel pair of K is divided by (its calibration abs-max)^alpha, the queries multiplied by it.")
     var keySmoothingAlpha = QuantizeSettings.defaultKeySmoothing
 
+    @Option(help: "The tensor parallelism the checkpoint will serve at (serve --tensor-parallel): o and down are permuted per GPU so each GPU's share is whole FMPQ blocks. A checkpoint for N also serves at any divisor of N.")
+    var tensorParallel = 1
+
     func validate() throws {
+        if !(1...64).contains(tensorParallel) { throw ValidationError("--tensor-parallel must be from 1 to 64") }
         if !(0...1).contains(int8Share) { throw ValidationError("--int8-share must be in 0...1") }
         if blockSize != 64 && blockSize != 128 { throw ValidationError("--block-size must be 64 or 128") }
         if let int8Threshold, int8Threshold <= 0 { throw ValidationError("--int8-threshold must be positive") }
@@ -94,7 +98,7 @@ struct RecipeOptions: ParsableArguments {
         return QuantizeSettings(
             recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights),
             permute: !noPermutation, kv4: kv4,
-            keySmoothing: keySmoothing ? keySmoothingAlpha : nil)
+            keySmoothing: keySmoothing ? keySmoothingAlpha : nil, tensorParallel: tensorParallel)
     }
 }
 
