@@ -6,6 +6,10 @@ import Quant
 public struct DecodeAttentionKernel: Sendable {
     struct Variant: Hashable, Sendable { let format: PagedKVCache.Format, headDim: Int, headsPerCTA: Int }
     let functions: KernelVariants<Variant>
+    /// KV4 on tensor cores, by head dimension and heads per CTA (8: up to 8, 16: 9 to 16): the
+    /// whole GQA group (up to 16 heads) per CTA.
+    struct TensorCoreVariant: Hashable, Sendable { let headDim: Int, heads: Int }
+    let tensorCoreKV4: KernelVariants<TensorCoreVariant>
     let combine: KernelFunction
     let multiprocessors: Int
     /// Tokens per CTA: at most `ATTN_MAX_SPLIT` of the kernel, at least this.
@@ -18,12 +22,21 @@ public struct DecodeAttentionKernel: Sendable {
         functions = try KernelVariants(library: library, source: "attention_decode.cu", keys: variants) {
             "decode_attention_\($0.format.rawValue)_d\($0.headDim)_g\($0.headsPerCTA)"
         }
+        let tensorCoreVariants = [64, 128].flatMap { d in [8, 16].map { TensorCoreVariant(headDim: d, heads: $0) } }
+        tensorCoreKV4 = try KernelVariants(library: library, source: "attention_decode.cu", keys: tensorCoreVariants) {
+            "decode_attention_kv4_mma_d\($0.headDim)_h\($0.heads)"
+        }
         combine = try library.function("decode_attention_combine", in: "attention_decode.cu")
         multiprocessors = library.context.device.multiprocessorCount
     }
 
-    /// Query heads per CTA: the largest of 4, 3, 2, 1 that divides the group.
+    /// Query heads per CTA: the largest of 4, 3, 2, 1 that divides the group (CUDA-core kernels).
     static func headsPerCTA(group: Int) -> Int { [4, 3, 2, 1].first { group % $0 == 0 }! }
+
+    /// Whether KV4 runs on the tensor-core kernel: groups of up to 16 heads, or multiples of 16.
+    static func usesTensorCores(format: PagedKVCache.Format, group: Int) -> Bool {
+        format == .kv4 && (group <= 16 || group % 16 == 0)
+    }
 
     /// The longest split that still gives every SM two CTAs.
     func splitLength(sequences: Int, ctasPerSequence: Int, maxLength: Int) -> Int {
@@ -54,7 +67,9 @@ public struct DecodeAttentionKernel: Sendable {
             throw CUDAError.invalidArgument(
                 "decode attention: q \(q.count), out \(out.count), table \(blockTable.count) for \(sequences) sequences x \(qHeads) heads x \(d), \(maxPages) pages")
         }
-        let group = qHeads / cache.kvHeads, perCTA = Self.headsPerCTA(group: group)
+        let group = qHeads / cache.kvHeads
+        let tensorCores = Self.usesTensorCores(format: cache.format, group: group)
+        let perCTA = tensorCores ? min(group, 16) : Self.headsPerCTA(group: group)
         let ctasPerSequence = cache.kvHeads * group / perCTA
         let split = splitLength(sequences: sequences, ctasPerSequence: ctasPerSequence, maxLength: maxLength)
         let splits = max(1, (maxLength + split - 1) / split)
@@ -63,7 +78,9 @@ public struct DecodeAttentionKernel: Sendable {
             throw CUDAError.invalidArgument("decode attention: workspace of \(workspace.count) floats, need \(partials * (d + 2))")
         }
         let partOut = workspace.pointer, partML = workspace.pointer(at: partials * d)
-        let function = functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)]
+        let function = tensorCores
+            ? tensorCoreKV4[TensorCoreVariant(headDim: d, heads: perCTA > 8 ? 16 : 8)]
+            : functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)]
         try function.launch(
             grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), on: stream,
             q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,

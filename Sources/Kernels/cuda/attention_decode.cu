@@ -296,3 +296,344 @@ extern "C" __global__ void decode_attention_combine(const float* __restrict__ pa
     }
     out[(size_t(s) * q_heads + h) * D + d] = __float2bfloat16_rn(denominator > 0.f ? numerator / denominator : 0.f);
 }
+
+// ---------------------------------------------------------------------------------------------
+// KV4 on tensor cores: decode_attention_kv4_mma_d{64,128}. Same grid, arguments and partial
+// outputs as the kernels above (decode_attention_combine merges them), but a CTA takes up to 16
+// query heads of one KV head (the whole GQA group), and both products run on mma.sync
+// m16n8k16 (fp16 in, fp32 accumulate), so a KV byte costs a few instructions instead of ~45
+// per token and head (bench/NOTES.md).
+//
+// Per warp, blocks of 16 tokens (warp w takes blocks w, w + 4, ...), with an online softmax:
+//   S^T[head][token] = Q[head][dim] . K^T[dim][token]   M = 16 heads (rows past the group are
+//                                                         zero), N = 8 tokens, K = 16 dims
+//   O[head][dim]    += P'[head][token] . V[token][dim]   P' = p * v_scale, N = 8 dims, K = 16 tokens
+// The 4-bit codes enter the MMAs as exact fp16 integers 0..15 (lop3 into 0x6400 = 1024 + code,
+// minus 1024); the per-token scale and zero are applied outside: score = k_scale * (q . codes)
+// + k_zero * sum(q); out += (p v_scale) . codes + p v_zero. Because the dot products sum over
+// dims and tokens, which dims a lane feeds at each K index is free as long as Q (resp. P') uses
+// the same order: lanes read contiguous bytes of a token row and the fragments follow them.
+// The C fragment of S^T is exactly the A fragment of P (the FlashAttention-2 layout).
+
+COMET_DEVICE void mma_m16n8k16_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The nibbles at bits [s, s + 4) and [s + 16, s + 20) of w as an fp16 pair (exact integers).
+COMET_DEVICE uint32_t nibble_pair(uint32_t w, int s) {
+    uint32_t h;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(h) : "r"(w >> s), "r"(0x000F000Fu), "r"(0x64006400u));  // (a & b) | c
+    const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// As nibble_pair, but 1024 + code (no subtraction): the caller corrects with 1024 * sum.
+COMET_DEVICE uint32_t nibble_pair_biased(uint32_t w, int s) {
+    uint32_t h;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(h) : "r"(w >> s), "r"(0x000F000Fu), "r"(0x64006400u));
+    return h;
+}
+
+COMET_DEVICE uint32_t pack_half2(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// One 16-token block of a warp, as loaded: K rows of tokens t0 + g and t0 + 8 + g (this
+// lane's D/8 bytes), V rows of tokens t0 + 2t, + 1, + 8, + 9 (its D/16 bytes), and the K and V
+// (scale, zero) of those four tokens. Tokens at or past `end` read as zeros.
+template <int D> struct KV4Block {
+    static constexpr int KWORDS = D / 32, VWORDS = D / 64;
+    uint32_t kw[2][KWORDS], vw[4][VWORDS];
+    __half2 kp[4], vp[4];
+
+    COMET_DEVICE void load(const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params, const __half2* v_params,
+                           const int32_t* table, int t0, int end, int kv_heads, int kvh, int page_size, int g, int t) {
+        // Cache row of token t0 + k (k < 16): one page lookup (an integer division) per block
+        // when pages hold whole blocks (t0 is a multiple of 16), else per token.
+        const bool whole = (page_size & 15) == 0;
+        const size_t first = whole ? (size_t(table[t0 / page_size]) * kv_heads + kvh) * page_size + t0 % page_size : 0;
+        auto row_of = [&](int tok) -> size_t {
+            return whole ? first + (tok - t0) : (size_t(table[tok / page_size]) * kv_heads + kvh) * page_size + tok % page_size;
+        };
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int tok = t0 + 8 * i + g;
+#pragma unroll
+            for (int j = 0; j < KWORDS; ++j) kw[i][j] = 0u;
+            if (tok < end) {
+                const size_t row = row_of(tok);
+                const uint8_t* p = k_cache + row * (D / 2) + t * (D / 8);
+                if constexpr (D == 128) {
+                    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+                    kw[i][0] = v.x; kw[i][1] = v.y; kw[i][2] = v.z; kw[i][3] = v.w;
+                } else {
+                    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+                    kw[i][0] = v.x; kw[i][1] = v.y;
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int tok = t0 + 2 * t + (i & 1) + 8 * (i >> 1);
+#pragma unroll
+            for (int j = 0; j < VWORDS; ++j) vw[i][j] = 0u;
+            kp[i] = vp[i] = __floats2half2_rn(0.f, 0.f);
+            if (tok < end) {
+                const size_t row = row_of(tok);
+                const uint8_t* p = v_cache + row * (D / 2) + g * (D / 16);
+                if constexpr (D == 128) {
+                    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+                    vw[i][0] = v.x; vw[i][1] = v.y;
+                } else {
+                    vw[i][0] = __ldg(reinterpret_cast<const uint32_t*>(p));
+                }
+                kp[i] = __ldg(k_params + row);
+                vp[i] = __ldg(v_params + row);
+            }
+        }
+    }
+};
+
+// O += P' V for one 8-dim tile. Without UPPER (at most 8 heads) rows 8-15 are padding: their
+// accumulators are not kept (zero in, result dropped), which saves half of them in registers.
+template <bool UPPER>
+COMET_DEVICE void mma_acc(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    if constexpr (UPPER) {
+        mma_m16n8k16_f16(c, a, b0, b1);
+    } else {
+        float d[4] = {c[0], c[1], 0.f, 0.f};
+        mma_m16n8k16_f16(d, a, b0, b1);
+        c[0] = d[0];
+        c[1] = d[1];
+    }
+}
+
+template <int D, bool UPPER>
+COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, const uint8_t* __restrict__ k_cache,
+                                           const uint8_t* __restrict__ v_cache, const __half2* __restrict__ k_params,
+                                           const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
+                                           int max_pages, const int32_t* __restrict__ lengths, int kv_heads, int group,
+                                           int page_size, float softmax_scale, int split_len, float* __restrict__ part_out,
+                                           float* __restrict__ part_ml) {
+    constexpr int CHUNKS = D / 16;  // K steps of S^T (16 dims each)
+    constexpr int KWORDS = KV4Block<D>::KWORDS;  // 32-bit words of a lane's K slice (D/8 bytes)
+    constexpr int VTILES = D / 8;   // N tiles of O (8 dims each)
+    constexpr int VWORDS = KV4Block<D>::VWORDS;  // words of a lane's V slice (D/16 bytes)
+    constexpr int WARPS = ATTN_THREADS / 32;
+    const int heads = group < 16 ? group : 16;  // query heads of this CTA (the launcher: 16 divides larger groups)
+    // (The launcher picks UPPER exactly when heads > 8.)
+    const int subgroups = group / heads;
+    const int kvh = blockIdx.x / subgroups, h0 = kvh * group + (blockIdx.x % subgroups) * heads;
+    const int s = blockIdx.y, split = blockIdx.z, sequences = gridDim.y, q_heads = kv_heads * group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int length = min(lengths[s], max_pages * page_size);
+    const int start = split * split_len, end = min(length, start + split_len), n = end - start;
+    const int32_t* table = block_table + size_t(s) * max_pages;
+    const size_t slot = (size_t(split) * sequences + s) * q_heads + h0;
+
+    __shared__ float red[WARPS][16][D + 1];
+    __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16];
+
+    if (n <= 0) {
+        for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) part_out[slot * D + i] = 0.f;
+        if (threadIdx.x < heads) {
+            part_ml[(slot + threadIdx.x) * 2] = negative_infinity();
+            part_ml[(slot + threadIdx.x) * 2 + 1] = 0.f;
+        }
+        return;
+    }
+
+    // Q fragments (rows g and g + 8), dims in the lanes' K order: chunk 2j takes dims
+    // t*D/4 + 8j + {0, 4 | 1, 5}, chunk 2j + 1 dims + {2, 6 | 3, 7} (see nibble_pair below).
+    uint32_t qa[CHUNKS][4];
+    float qsum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int h = g + 8 * r;
+        float v[D / 4];
+#pragma unroll
+        for (int i = 0; i < D / 4; ++i) {
+            v[i] = h < heads && (UPPER || r == 0) ? __half2float(__float2half_rn(
+                       __bfloat162float(q[(size_t(s) * q_heads + h0 + h) * D + t * (D / 4) + i]) * softmax_scale)) : 0.f;
+            qsum[r] += v[i];
+        }
+#pragma unroll
+        for (int j = 0; j < KWORDS; ++j) {
+            qa[2 * j][r] = pack_half2(v[8 * j + 0], v[8 * j + 4]);
+            qa[2 * j][r + 2] = pack_half2(v[8 * j + 1], v[8 * j + 5]);
+            qa[2 * j + 1][r] = pack_half2(v[8 * j + 2], v[8 * j + 6]);
+            qa[2 * j + 1][r + 2] = pack_half2(v[8 * j + 3], v[8 * j + 7]);
+        }
+        // sum(q) over all D dims: the four lanes of a row hold a quarter each.
+        qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 1);
+        qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 2);
+    }
+    // Rows g + 8 are padding unless the CTA has more than 8 heads (UPPER): skip their softmax.
+    constexpr bool upper_rows = UPPER;
+
+    float acc[VTILES][4];
+#pragma unroll
+    for (int i = 0; i < VTILES; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    float m[2] = {negative_infinity(), negative_infinity()}, l[2] = {0.f, 0.f}, z[2] = {0.f, 0.f};
+
+    for (int t0 = start + 16 * warp; t0 < end; t0 += 16 * WARPS) {
+        KV4Block<D> block;
+        block.load(k_cache, v_cache, k_params, v_params, table, t0, end, kv_heads, kvh, page_size, g, t);
+        const auto& kw = block.kw;
+        const auto& vw = block.vw;
+        float2 kp[4], vp[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            kp[i] = __half22float2(block.kp[i]);
+            vp[i] = __half22float2(block.vp[i]);
+        }
+
+        // Scores of the two 8-token tiles: c[0..1] head g, tokens 2t, 2t + 1; c[2..3] head g + 8.
+        float sc[2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+#pragma unroll
+            for (int j = 0; j < KWORDS; ++j) {
+                // Codes enter as 1024 + code (exact in fp16; products exact in fp32): q . (1024 + c)
+                // = q . c + 1024 sum(q), taken out below with the zero term.
+                mma_m16n8k16_f16(sc[i], qa[2 * j], nibble_pair_biased(kw[i][j], 0), nibble_pair_biased(kw[i][j], 4));
+                mma_m16n8k16_f16(sc[i], qa[2 * j + 1], nibble_pair_biased(kw[i][j], 8), nibble_pair_biased(kw[i][j], 12));
+            }
+        }
+        // sc[i][c]: token t0 + 8 i + 2t + (c & 1), head g + 8 (c >> 1); its params are kp[2 i + (c & 1)].
+        float block_max[2] = {negative_infinity(), negative_infinity()};
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int tok = t0 + 8 * i + 2 * t + (c & 1);
+                const float2 ps = kp[2 * i + (c & 1)];
+                sc[i][c] = tok < end ? ps.x * sc[i][c] + (ps.y - 1024.f * ps.x) * qsum[c >> 1] : negative_infinity();
+                block_max[c >> 1] = fmaxf(block_max[c >> 1], sc[i][c]);
+            }
+        float alpha[2];
+        bool grew = false;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
+            const float next = fmaxf(m[r], block_max[r]);  // finite: the block has a token
+            grew |= next > m[r];
+            alpha[r] = __expf(m[r] - next);
+            m[r] = next;
+            l[r] *= alpha[r];
+            z[r] *= alpha[r];
+        }
+        // The running max settles after a few blocks: rescale the accumulators only when it moved.
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int i = 0; i < VTILES; ++i) {
+                acc[i][0] *= alpha[0]; acc[i][1] *= alpha[0];
+                acc[i][2] *= alpha[1]; acc[i][3] *= alpha[1];
+            }
+        }
+        // P' = p * v_scale as the A fragment of O += P' V: a0 = tile 0 (c0, c1), a1 = tile 0 (c2, c3),
+        // a2 = tile 1 (c0, c1), a3 = tile 1 (c2, c3).
+        uint32_t pa[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                if (r == 1 && !upper_rows) continue;
+                float pv[2];
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float p = __expf(sc[i][2 * r + e] - m[r]);  // 0 for tokens past the end (ex2.approx: ~2 ulp)
+                    l[r] += p;
+                    z[r] += p * vp[2 * i + e].y;
+                    pv[e] = p * vp[2 * i + e].x;
+                }
+                pa[2 * i + r] = pack_half2(pv[0], pv[1]);
+            }
+        // V fragments: b0 = tokens (2t, 2t + 1), b1 = tokens (8 + 2t, 9 + 2t), dim g*D/8 + tile.
+#pragma unroll
+        for (int j = 0; j < VWORDS; ++j) {
+            const uint32_t lo0 = __byte_perm(vw[0][j], vw[1][j], 0x5410), hi0 = __byte_perm(vw[0][j], vw[1][j], 0x7632);
+            const uint32_t lo1 = __byte_perm(vw[2][j], vw[3][j], 0x5410), hi1 = __byte_perm(vw[2][j], vw[3][j], 0x7632);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                mma_acc<UPPER>(acc[8 * j + e], pa, nibble_pair(lo0, 4 * e), nibble_pair(lo1, 4 * e));
+                mma_acc<UPPER>(acc[8 * j + 4 + e], pa, nibble_pair(hi0, 4 * e), nibble_pair(hi1, 4 * e));
+            }
+        }
+    }
+
+    // The lanes of a row (t = 0..3) hold parts of l and z: sum them.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        z[r] += __shfl_xor_sync(0xffffffffu, z[r], 1);
+        z[r] += __shfl_xor_sync(0xffffffffu, z[r], 2);
+    }
+    if (t == 0) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            warp_m[warp][g + 8 * r] = m[r];
+            warp_l[warp][g + 8 * r] = l[r];
+            warp_z[warp][g + 8 * r] = z[r];
+        }
+    }
+    __syncthreads();
+    // Each warp rescales to the CTA's max (a warp without tokens has m = -inf: weight 0).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float top = negative_infinity();
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][g + 8 * r]);
+        const float w8 = m[r] == negative_infinity() ? 0.f : expf(m[r] - top);
+        // acc[tile][2r + e]: head g + 8r, dim (2t + e) * D/8 + tile.
+#pragma unroll
+        for (int i = 0; i < VTILES; ++i)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) red[warp][g + 8 * r][(2 * t + e) * (D / 8) + i] = acc[i][2 * r + e] * w8;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) {
+        const int h = i / D, d = i % D;
+        float top = negative_infinity();
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][h]);
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) {
+            const float wm = warp_m[w][h];
+            sum += red[w][h][d] + (wm == negative_infinity() ? 0.f : expf(wm - top) * warp_z[w][h]);
+        }
+        part_out[slot * D + i] = sum;
+    }
+    if (threadIdx.x < heads) {
+        const int h = threadIdx.x;
+        float top = negative_infinity(), total = 0.f;
+        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][h]);
+        for (int w = 0; w < WARPS; ++w) {
+            if (warp_m[w][h] != negative_infinity()) total += expf(warp_m[w][h] - top) * warp_l[w][h];
+        }
+        part_ml[(slot + h) * 2] = top;
+        part_ml[(slot + h) * 2 + 1] = total;
+    }
+}
+
+#define DECODE_ATTENTION_KV4_MMA(NAME, D, UPPER)                                                            \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) NAME(                                        \
+        const __nv_bfloat16* q, const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params,     \
+        const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
+        int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
+        float* part_ml) {                                                                                    \
+        decode_attention_kv4_mma<D, UPPER>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, lengths, \
+                                    kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml);  \
+    }
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h8, 128, false)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h16, 128, true)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h8, 64, false)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h16, 64, true)
