@@ -21,7 +21,7 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
     @Test func envExitsZeroAndReportsEverything() throws {
         let (status, output) = try runComet(["env"])
         #expect(status == 0, "\(output)")
-        for field in ["CPU:", "CUDA driver:", "NVRTC:", "Kernel cache:", "Kernels:"] {
+        for field in ["CPU:", "CUDA driver:", "NVRTC:", "NCCL:", "Kernel cache:", "Kernels:"] {
             #expect(output.contains(field), "missing \(field) in:\n\(output)")
         }
         #expect(output.contains("copy.cu") && output.contains("gemm_s8_mma.cu"))
@@ -63,6 +63,9 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
             (["bench", "serve", "--concurrency", "0"], "--concurrency must be between 1 and 4096"),
             (["bench", "serve", "--url", "localhost:8000"], "--url must start with http://"),
             (["bench", "serve", "--output-len", "0"], "--input-len and --output-len must be at least 1"),
+            (["serve", "--tensor-parallel", "2"], "--tensor-parallel needs --backend gpu"),
+            (["serve", "--backend", "gpu", "--tensor-parallel", "0"], "--tensor-parallel must be from 1 to 64"),
+            (["quantize", "--out", "/nonexistent/x", "--tensor-parallel", "0"], "--tensor-parallel must be from 1 to 64"),
         ] {
             let (status, output) = try runComet(arguments)
             #expect(status != 0 && output.contains(message), "\(arguments): \(output)")
