@@ -350,12 +350,12 @@ template <int D> struct KV4Block {
     uint32_t kw[2][KWORDS], vw[4][VWORDS];
     __half2 kp[4], vp[4];
 
+    // `first`: the cache row of token t0 when pages hold whole blocks (`whole`: the page size is a
+    // multiple of 16 and t0 of 16, so the block's rows are consecutive); else each token's row is
+    // looked up in the table.
     COMET_DEVICE void load(const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params, const __half2* v_params,
-                           const int32_t* table, int t0, int end, int kv_heads, int kvh, int page_size, int g, int t) {
-        // Cache row of token t0 + k (k < 16): one page lookup (an integer division) per block
-        // when pages hold whole blocks (t0 is a multiple of 16), else per token.
-        const bool whole = (page_size & 15) == 0;
-        const size_t first = whole ? (size_t(table[t0 / page_size]) * kv_heads + kvh) * page_size + t0 % page_size : 0;
+                           const int32_t* table, int t0, int end, int kv_heads, int kvh, int page_size, int g, int t,
+                           bool whole, size_t first) {
         auto row_of = [&](int tok) -> size_t {
             return whole ? first + (tok - t0) : (size_t(table[tok / page_size]) * kv_heads + kvh) * page_size + tok % page_size;
         };
@@ -480,9 +480,32 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     for (int i = 0; i < VTILES; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float m[2] = {negative_infinity(), negative_infinity()}, l[2] = {0.f, 0.f}, z[2] = {0.f, 0.f};
 
-    for (int t0 = start + 16 * warp; t0 < end; t0 += 16 * WARPS) {
+    // Pages holding whole 16-token blocks (the usual 16, 32, 64): a block's rows are consecutive,
+    // its page index is read two blocks ahead and its bytes are prefetched into L2 one block
+    // ahead, so a block's loads do not wait on a table lookup and mostly hit L2 (register
+    // double-buffering measured slower: it costs occupancy; bench/NOTES.md).
+    const bool whole = (page_size & 15) == 0;
+    auto first_row = [&](int32_t page, int t0) -> size_t { return (size_t(page) * kv_heads + kvh) * page_size + t0 % page_size; };
+    int t0 = start + 16 * warp;
+    int32_t page0 = whole && t0 < end ? __ldg(table + t0 / page_size) : 0;
+    int32_t page1 = whole && t0 + 16 * WARPS < end ? __ldg(table + (t0 + 16 * WARPS) / page_size) : 0;
+    for (; t0 < end; t0 += 16 * WARPS) {
+        const int t1 = t0 + 16 * WARPS, t2 = t1 + 16 * WARPS;
+        const int32_t page2 = whole && t2 < end ? __ldg(table + t2 / page_size) : 0;
+        if (whole && t1 < end) {
+            constexpr int LINES = D * 16 / 2 / 128;  // 128-byte lines of a block's K (or V) rows
+            const size_t row = first_row(page1, t1);
+            const void* line = lane < LINES ? static_cast<const void*>(k_cache + row * (D / 2) + lane * 128)
+                             : lane < 2 * LINES ? static_cast<const void*>(v_cache + row * (D / 2) + (lane - LINES) * 128)
+                             : lane == 2 * LINES ? static_cast<const void*>(k_params + row)
+                                                 : static_cast<const void*>(v_params + row);
+            if (lane <= 2 * LINES + 1) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
+        }
         KV4Block<D> block;
-        block.load(k_cache, v_cache, k_params, v_params, table, t0, end, kv_heads, kvh, page_size, g, t);
+        block.load(k_cache, v_cache, k_params, v_params, table, t0, end, kv_heads, kvh, page_size, g, t, whole,
+                   whole ? first_row(page0, t0) : 0);
+        page0 = page1;
+        page1 = page2;
         const auto& kw = block.kw;
         const auto& vw = block.vw;
         float2 kp[4], vp[4];
@@ -624,8 +647,9 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     }
 }
 
+// 3 CTAs (12 warps) per SM: at 174 registers ptxas left room for 2 only.
 #define DECODE_ATTENTION_KV4_MMA(NAME, D, UPPER)                                                            \
-    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) NAME(                                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 3) NAME(                                     \
         const __nv_bfloat16* q, const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params,     \
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
