@@ -73,6 +73,16 @@ template <int D> struct Slice<D, false> {  // bf16: D/4 bytes
     }
 };
 
+// The cache row of position `offset` of page `page` for KV head `kvh`: [page][kv_head][P] rows.
+COMET_DEVICE size_t page_row(int32_t page, int offset, int kv_heads, int kvh, int page_size) {
+    return (size_t(page) * kv_heads + kvh) * page_size + offset;
+}
+
+// The cache row of token `tok` of a sequence whose block-table row is `table`.
+COMET_DEVICE size_t token_row(const int32_t* table, int tok, int kv_heads, int kvh, int page_size) {
+    return page_row(table[tok / page_size], tok % page_size, kv_heads, kvh, page_size);
+}
+
 // Tokens in flight per lane: all U slices are loaded before the first is used.
 constexpr int ATTN_UNROLL = 4;
 
@@ -83,10 +93,7 @@ COMET_DEVICE void load_tokens(Slice<D, KV4> (&slices)[ATTN_UNROLL], const void* 
                               const int32_t* table, int t, int end, int kv_heads, int kvh, int page_size, int part) {
 #pragma unroll
     for (int u = 0; u < ATTN_UNROLL; ++u, t += 16) {
-        if (t < end) {
-            const size_t page = size_t(table[t / page_size]);
-            slices[u].load(cache, params, (page * kv_heads + kvh) * page_size + t % page_size, part);
-        }
+        if (t < end) slices[u].load(cache, params, token_row(table, t, kv_heads, kvh, page_size), part);
     }
 }
 
@@ -322,19 +329,19 @@ COMET_DEVICE void mma_m16n8k16_f16(float (&c)[4], const uint32_t (&a)[4], uint32
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// The nibbles at bits [s, s + 4) and [s + 16, s + 20) of w as an fp16 pair (exact integers).
-COMET_DEVICE uint32_t nibble_pair(uint32_t w, int s) {
-    uint32_t h;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(h) : "r"(w >> s), "r"(0x000F000Fu), "r"(0x64006400u));  // (a & b) | c
-    const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
-    return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// As nibble_pair, but 1024 + code (no subtraction): the caller corrects with 1024 * sum.
+// The nibbles at bits [s, s + 4) and [s + 16, s + 20) of w as an fp16 pair 1024 + code (exact
+// integers): lop3 (a & b) | c puts each code in the mantissa of 0x6400 = 1024.
 COMET_DEVICE uint32_t nibble_pair_biased(uint32_t w, int s) {
     uint32_t h;
     asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(h) : "r"(w >> s), "r"(0x000F000Fu), "r"(0x64006400u));
     return h;
+}
+
+// The same pair as the codes themselves (1024 subtracted).
+COMET_DEVICE uint32_t nibble_pair(uint32_t w, int s) {
+    const uint32_t h = nibble_pair_biased(w, s);
+    const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
+    return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 COMET_DEVICE uint32_t pack_half2(float lo, float hi) {
@@ -357,7 +364,7 @@ template <int D> struct KV4Block {
                            const int32_t* table, int t0, int end, int kv_heads, int kvh, int page_size, int g, int t,
                            bool whole, size_t first) {
         auto row_of = [&](int tok) -> size_t {
-            return whole ? first + (tok - t0) : (size_t(table[tok / page_size]) * kv_heads + kvh) * page_size + tok % page_size;
+            return whole ? first + (tok - t0) : token_row(table, tok, kv_heads, kvh, page_size);
         };
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
@@ -436,7 +443,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     const size_t slot = (size_t(split) * sequences + s) * q_heads + h0;
 
     __shared__ float red[WARPS][16][D + 1];
-    __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16];
+    __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16], warp_w[WARPS][16], cta_m[16];
 
     if (n <= 0) {
         for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) part_out[slot * D + i] = 0.f;
@@ -485,7 +492,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     // ahead, so a block's loads do not wait on a table lookup and mostly hit L2 (register
     // double-buffering measured slower: it costs occupancy; bench/NOTES.md).
     const bool whole = (page_size & 15) == 0;
-    auto first_row = [&](int32_t page, int t0) -> size_t { return (size_t(page) * kv_heads + kvh) * page_size + t0 % page_size; };
+    auto first_row = [&](int32_t page, int t0) { return page_row(page, t0 % page_size, kv_heads, kvh, page_size); };
     int t0 = start + 16 * warp;
     int32_t page0 = whole && t0 < end ? __ldg(table + t0 / page_size) : 0;
     int32_t page1 = whole && t0 + 16 * WARPS < end ? __ldg(table + (t0 + 16 * WARPS) / page_size) : 0;
@@ -608,13 +615,21 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         }
     }
     __syncthreads();
-    // Each warp rescales to the CTA's max (a warp without tokens has m = -inf: weight 0).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    // Each warp's weight in the CTA's sums, e^(m_w - M) for the CTA's max M (0 for a warp
+    // without tokens, m_w = -inf), once per head.
+    if (threadIdx.x < 16) {
+        const int h = threadIdx.x;
         float top = negative_infinity();
 #pragma unroll
-        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][g + 8 * r]);
-        const float w8 = m[r] == negative_infinity() ? 0.f : expf(m[r] - top);
+        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][h]);
+        cta_m[h] = top;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) warp_w[w][h] = warp_m[w][h] == negative_infinity() ? 0.f : expf(warp_m[w][h] - top);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const float w8 = warp_w[warp][g + 8 * r];
         // acc[tile][2r + e]: head g + 8r, dim (2t + e) * D/8 + tile.
 #pragma unroll
         for (int i = 0; i < VTILES; ++i)
@@ -624,25 +639,17 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     __syncthreads();
     for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) {
         const int h = i / D, d = i % D;
-        float top = negative_infinity();
-#pragma unroll
-        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][h]);
         float sum = 0.f;
 #pragma unroll
-        for (int w = 0; w < WARPS; ++w) {
-            const float wm = warp_m[w][h];
-            sum += red[w][h][d] + (wm == negative_infinity() ? 0.f : expf(wm - top) * warp_z[w][h]);
-        }
+        for (int w = 0; w < WARPS; ++w) sum += red[w][h][d] + warp_w[w][h] * warp_z[w][h];
         part_out[slot * D + i] = sum;
     }
     if (threadIdx.x < heads) {
         const int h = threadIdx.x;
-        float top = negative_infinity(), total = 0.f;
-        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, warp_m[w][h]);
-        for (int w = 0; w < WARPS; ++w) {
-            if (warp_m[w][h] != negative_infinity()) total += expf(warp_m[w][h] - top) * warp_l[w][h];
-        }
-        part_ml[(slot + h) * 2] = top;
+        float total = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) total += warp_w[w][h] * warp_l[w][h];
+        part_ml[(slot + h) * 2] = cta_m[h];
         part_ml[(slot + h) * 2 + 1] = total;
     }
 }
