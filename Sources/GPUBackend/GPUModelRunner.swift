@@ -143,13 +143,15 @@ public final class GPUModelRunner: ModelRunner {
         try cosTable.copy(from: cosHost)
         try sinTable.copy(from: sinHost)
 
-        scratch = try Scratch(weights: weights, tokens: maxStepTokens, sequences: maxStepSequences, contextLength: contextLength,
-                              context: context)
+        // Only the rank that computes the LM head needs room for logits (128 MiB at 256 x 128K).
+        let logitRows = (tensorParallelRank?.rank ?? 0) == 0 ? maxStepSequences : 1
+        scratch = try Scratch(weights: weights, tokens: maxStepTokens, logitRows: logitRows,
+                              contextLength: contextLength, context: context)
         let stagingCount = 5 * maxStepTokens + maxStepTokens * maxBlocksPerSequence
         staging = try context.allocatePinned(Int32.self, count: stagingCount)
         stagingDevice = try context.allocate(Int32.self, count: stagingCount)
-        logitsHost = try context.allocatePinned(Float.self, count: maxStepSequences * config.vocabularySize)
-        tokensHost = try context.allocatePinned(Int32.self, count: maxStepSequences)
+        logitsHost = try context.allocatePinned(Float.self, count: logitRows * config.vocabularySize)
+        tokensHost = try context.allocatePinned(Int32.self, count: logitRows)
 
         // The KV cache takes what is left.
         let bytesPerBlock = config.layerCount * config.kvHeadCount * kvBlockSize
@@ -452,11 +454,11 @@ struct Scratch {
     let normed: DeviceBuffer<BFloat16>, hidden: DeviceBuffer<BFloat16>
     /// 0, 1, ..., T - 1 (RMSNorm of every row).
     let identityRows: DeviceBuffer<Int32>
-    /// [S, dim] LM head input; [S, vocab] fp32 logits; [S] greedy tokens.
+    /// [S, dim] LM head input; [S, vocab] fp32 logits; [S] greedy tokens (S = `logitRows`).
     let headInput: DeviceBuffer<BFloat16>, logits: DeviceBuffer<Float>, tokens: DeviceBuffer<Int32>
     let attentionWorkspace: DeviceBuffer<Float>
 
-    init(weights: GPUModelWeights, tokens t: Int, sequences: Int, contextLength: Int, context: CUDAContext) throws {
+    init(weights: GPUModelWeights, tokens t: Int, logitRows: Int, contextLength: Int, context: CUDAContext) throws {
         let c = weights.config
         let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
         residual = try context.allocate(BFloat16.self, count: t * c.dim)
@@ -483,9 +485,9 @@ struct Scratch {
         }
         identityRows = try context.allocate(Int32.self, count: t)
         try identityRows.copy(from: (0..<Int32(t)).map { $0 })
-        headInput = try context.allocate(BFloat16.self, count: sequences * c.dim)
-        logits = try context.allocate(Float.self, count: sequences * c.vocabularySize)
-        tokens = try context.allocate(Int32.self, count: sequences)
+        headInput = try context.allocate(BFloat16.self, count: logitRows * c.dim)
+        logits = try context.allocate(Float.self, count: logitRows * c.vocabularySize)
+        tokens = try context.allocate(Int32.self, count: logitRows)
         attentionWorkspace = try context.allocate(Float.self, count: DecodeAttentionKernel.workspaceCount(
             sequences: min(t, GPUModelRunner.attentionRowsPerLaunch), qHeads: c.headCount, headDim: c.headDim, maxLength: contextLength))
     }

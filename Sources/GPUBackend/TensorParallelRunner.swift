@@ -4,10 +4,6 @@ import Engine
 import Kernels
 import Model
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Runs one model over several GPUs of one machine for the engine: Megatron-style tensor
 /// parallelism (`TensorParallelShard`), one `GPUModelRunner` per GPU on its shard of the weights,
 /// the row-parallel outputs summed by NCCL all-reduces inside each rank's step.

@@ -34,8 +34,13 @@ enum TensorParallelChecks {
             let rounded = type == .bfloat16 ? values.map { $0.map { BFloat16($0).float } } : values
             var sum = [Float](repeating: 0, count: count), magnitude = [Float](repeating: 0, count: count)
             for v in rounded { for i in 0..<count { sum[i] += v[i]; magnitude[i] += abs(v[i]) } }
-            var results = [[Float]](repeating: [], count: ranks)
-            nonisolated(unsafe) var outcome = results
+            // One slot per rank, written by that rank's thread only.
+            nonisolated(unsafe) let results = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: ranks)
+            results.initialize(repeating: [])
+            defer {
+                results.deinitialize()
+                results.deallocate()
+            }
             try RankThreads(count: ranks).run { r in
                 let context = libraries[r].context, stream = try context.makeStream()
                 let result: [Float]
@@ -53,9 +58,8 @@ enum TensorParallelChecks {
                     result = try buffer.toArray().map(\.float)
                 }
                 try group.checkAsyncError(rank: r)
-                outcome[r] = result
+                results[r] = result
             }
-            results = outcome
             let limit: Float = ranks == 1 ? 0 : (type == .float32 ? 1e-6 : 1.0 / 128)
             var worst: Float = 0
             for r in 0..<ranks {

@@ -16,6 +16,14 @@ enum W4AxGemmChecks {
     struct Case: CustomStringConvertible {
         var m: Int, n: Int, k: Int, blockSize: Int, int8Blocks: Int
         var description: String { "M\(m) N\(n) K\(k) bs\(blockSize) a8=\(int8Blocks)" }
+
+        /// A fresh random shape: M and N from the ranges, K up to 3000 (a partial last block
+        /// most of the time), any INT8 block count.
+        static func random(m: ClosedRange<Int>, n: ClosedRange<Int>, blockSize: Int, using random: inout SplitMix64) -> Case {
+            let k = Int.random(in: 1...3000, using: &random)
+            return Case(m: Int.random(in: m, using: &random), n: Int.random(in: n, using: &random), k: k, blockSize: blockSize,
+                        int8Blocks: Int.random(in: 0...(k + blockSize - 1) / blockSize, using: &random))
+        }
     }
 
     /// Random activations with outlier channels and random weights; M across the m-tile
@@ -39,10 +47,7 @@ enum W4AxGemmChecks {
             Case(m: 40, n: 8464, k: 128, blockSize: 128, int8Blocks: 0),
         ]
         let bs = Bool.random(using: &env.random) ? 64 : 128
-        let k = Int.random(in: 1...3000, using: &env.random)
-        cases.append(Case(
-            m: Int.random(in: 1...40, using: &env.random), n: Int.random(in: 1...300, using: &env.random), k: k,
-            blockSize: bs, int8Blocks: Int.random(in: 0...(k + bs - 1) / bs, using: &env.random)))
+        cases.append(.random(m: 1...40, n: 1...300, blockSize: bs, using: &env.random))
         for c in cases { try check(gemm, c, env: &env) }
         return cases.map(\.description).joined(separator: "; ")
     }
@@ -72,10 +77,7 @@ enum W4AxGemmChecks {
             Case(m: 1000, n: 1000, k: 4096, blockSize: 128, int8Blocks: 5),
             Case(m: 8192, n: 136, k: 384, blockSize: 128, int8Blocks: 0),
         ]
-        let k = Int.random(in: 1...3000, using: &env.random)
-        cases.append(Case(
-            m: Int.random(in: 64...2000, using: &env.random), n: Int.random(in: 1...600, using: &env.random), k: k,
-            blockSize: 128, int8Blocks: Int.random(in: 0...(k + 127) / 128, using: &env.random)))
+        cases.append(.random(m: 64...2000, n: 1...600, blockSize: 128, using: &env.random))
         for c in cases { try check(gemm, c, tiled: true, env: &env) }
         let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
         guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
