@@ -19,16 +19,19 @@ public struct AttentionBenchmark {
 
     public let library: KernelLibrary
     public let pageSize: Int
+    /// The KV4 kernel's pipeline depth and split (nil: chosen per shape).
+    public let tuning: DecodeAttentionKernel.Tuning
 
-    public init(library: KernelLibrary, pageSize: Int = 64) {
+    public init(library: KernelLibrary, pageSize: Int = 64, tuning: DecodeAttentionKernel.Tuning = .init()) {
         self.library = library
         self.pageSize = pageSize
+        self.tuning = tuning
     }
 
     public func run(batch: Int, length: Int, qHeads: Int = 32, kvHeads: Int = 8, headDim: Int = 128) throws -> Row {
         let context = library.context
         let stream = try context.makeStream()
-        let attention = try DecodeAttentionKernel(library: library)
+        let attention = try DecodeAttentionKernel(library: library, tuning: tuning)
         var random = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
         let pagesPerSequence = (length + pageSize - 1) / pageSize
         let q = try context.allocate(BFloat16.self, count: batch * qHeads * headDim)

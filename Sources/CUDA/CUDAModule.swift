@@ -47,6 +47,14 @@ public struct KernelFunction: @unchecked Sendable {
             context.api.cuFuncSetAttribute(handle, 8, Int32(bytes)), "cuFuncSetAttribute(\(name), MAX_DYNAMIC_SHARED_SIZE_BYTES)")
     }
 
+    /// Asks for this share (0-100) of the SM's unified L1/shared memory as shared memory, so
+    /// that as many CTAs fit as their shared memory allows (the driver's default may pick less).
+    public func setPreferredSharedMemoryCarveout(percent: Int) throws {
+        let context = module.context
+        try context.driver.check(
+            context.api.cuFuncSetAttribute(handle, 9, Int32(percent)), "cuFuncSetAttribute(\(name), PREFERRED_SHARED_MEMORY_CARVEOUT)")
+    }
+
     /// Queues the kernel on `stream`. The arguments are packed on the stack: no allocation.
     public func launch<each Argument: BitwiseCopyable>(
         grid: Dim3, block: Dim3, sharedMemoryBytes: Int = 0, on stream: CUDAStream,

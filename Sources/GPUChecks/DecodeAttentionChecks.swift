@@ -23,15 +23,27 @@ enum DecodeAttentionChecks {
         Case(lengths: [2049, 0, 700], qHeads: 9, kvHeads: 3, headDim: 64, pageSize: 64),   // SmolLM2 heads, an empty sequence
         Case(lengths: [1500, 64], qHeads: 16, kvHeads: 2, headDim: 128, pageSize: 64),    // group 8: two CTAs per KV head
         Case(lengths: [4100], qHeads: 2, kvHeads: 2, headDim: 64, pageSize: 32),          // no grouping, many splits
+        // Pages that do not hold whole 16-token blocks: each token's row from the table.
+        Case(lengths: [333, 17], qHeads: 32, kvHeads: 8, headDim: 128, pageSize: 8),
+        Case(lengths: [999], qHeads: 12, kvHeads: 1, headDim: 64, pageSize: 24),          // group 12: the 16-head variant
+    ]
+
+    /// The KV4 tensor-core kernel's pipeline depths, with the shortest and longest splits.
+    static let kv4Tunings = [
+        DecodeAttentionKernel.Tuning(stages: 4), DecodeAttentionKernel.Tuning(stages: 8, splitLength: 64),
+        DecodeAttentionKernel.Tuning(stages: 8, splitLength: 4096),
     ]
 
     static let kv4 = GPUCheck("decode_attention.kv4") { env in try run(.kv4, &env) }
     static let bf16 = GPUCheck("decode_attention.bf16") { env in try run(.bf16, &env) }
 
     static func run(_ format: PagedKVCache.Format, _ env: inout GPUCheckEnvironment) throws -> String {
-        let attention = try DecodeAttentionKernel(library: env.library)
-        for c in cases { try check(attention, format, c, &env) }
-        return cases.map(\.description).joined(separator: "; ")
+        for tuning in format == .kv4 ? kv4Tunings : [DecodeAttentionKernel.Tuning()] {
+            let attention = try DecodeAttentionKernel(library: env.library, tuning: tuning)
+            for c in cases { try check(attention, format, c, &env) }
+        }
+        let tunings = format == .kv4 ? "; stages/split " + kv4Tunings.map { "\($0.stages)/\($0.splitLength.map(String.init) ?? "auto")" }.joined(separator: ", ") : ""
+        return cases.map(\.description).joined(separator: "; ") + tunings
     }
 
     static func check(_ attention: DecodeAttentionKernel, _ format: PagedKVCache.Format, _ c: Case, _ env: inout GPUCheckEnvironment) throws {
@@ -115,7 +127,7 @@ enum DecodeAttentionChecks {
             let g = got[i].float, e = expected[i]
             guard g.isFinite, abs(g - e) <= abs(e) / 256 + 2e-3 * vmax else {
                 let s = i / (c.qHeads * d), h = i / d % c.qHeads
-                throw CheckFailure("\(format) \(c): out[seq \(s), head \(h), dim \(i % d)] = \(g), expected \(e)")
+                throw CheckFailure("\(format) \(c) stages \(attention.tuning.stages) split \(attention.tuning.splitLength.map(String.init) ?? "auto"): out[seq \(s), head \(h), dim \(i % d)] = \(g), expected \(e)")
             }
         }
     }

@@ -6,25 +6,65 @@ import Quant
 public struct DecodeAttentionKernel: Sendable {
     struct Variant: Hashable, Sendable { let format: PagedKVCache.Format, headDim: Int, headsPerCTA: Int }
     let functions: KernelVariants<Variant>
-    /// KV4 on tensor cores, by head dimension and heads per CTA (8: up to 8, 16: 9 to 16): the
-    /// whole GQA group (up to 16 heads) per CTA.
-    struct TensorCoreVariant: Hashable, Sendable { let headDim: Int, heads: Int }
+    /// KV4 on tensor cores, by head dimension, heads per CTA (8: up to 8, 16: 9 to 16: the
+    /// whole GQA group, up to 16 heads, per CTA) and pipeline depth (16-token blocks in flight
+    /// per warp).
+    struct TensorCoreVariant: Hashable, Sendable { let headDim: Int, heads: Int, stages: Int }
     let tensorCoreKV4: KernelVariants<TensorCoreVariant>
     let combine: KernelFunction
     let multiprocessors: Int
-    /// Tokens per CTA: at most `ATTN_MAX_SPLIT` of the kernel, at least this.
+    public var tuning: Tuning
+    /// Tokens per CTA of the CUDA-core kernels: at most `ATTN_MAX_SPLIT` of the kernel, at least 64.
     static let splitLengths = [512, 256, 128, 64]
+    /// Tokens per CTA of the tensor-core kernel, which keeps no per-token state: longer splits
+    /// pay its prologue (Q fragments, pipeline fill) and epilogue (4-warp merge, partials) less often.
+    static let tensorCoreSplitLengths = [4096, 2048, 1024, 512, 256, 128, 64]
+    static let tensorCoreStages = [4, 8]
+    /// CTAs of the tensor-core kernel resident per SM (its launch bounds; shared memory allows it).
+    static let tensorCoreCTAsPerSM = 3
 
-    public init(library: KernelLibrary) throws {
+    /// The tensor-core kernel's choices, fixed for benchmarks: pipeline depth (4 or 8) and tokens
+    /// per CTA (a multiple of 16, at least 64; nil: by the cost model of `splitLength`).
+    public struct Tuning: Sendable {
+        public var stages: Int
+        public var splitLength: Int?
+        public init(stages: Int = 8, splitLength: Int? = nil) {
+            self.stages = stages
+            self.splitLength = splitLength
+        }
+    }
+
+    /// Dynamic shared memory of the tensor-core kernel: each warp's ring of `stages` staged
+    /// blocks (16 tokens' K and V codes, 16 * D bytes, and their (scale, zero) pairs, 128
+    /// bytes: KV4Stage::BYTES), reused after the loop for the warps' [16][D + 1] fp32 partials.
+    static func tensorCoreSharedBytes(headDim d: Int, stages: Int) -> Int {
+        max(4 * stages * (16 * d + 128), 4 * 16 * (d + 1) * 4)
+    }
+
+    public init(library: KernelLibrary, tuning: Tuning = Tuning()) throws {
+        guard Self.tensorCoreStages.contains(tuning.stages),
+              tuning.splitLength.map({ $0 >= 64 && $0 % 16 == 0 }) ?? true
+        else {
+            throw CUDAError.invalidArgument(
+                "decode attention: \(tuning.stages) stages (4 or 8), split \(tuning.splitLength ?? 0) (a multiple of 16, at least 64)")
+        }
+        self.tuning = tuning
         let variants = [PagedKVCache.Format.kv4, .bf16].flatMap { format in
             [64, 128].flatMap { d in (1...4).map { Variant(format: format, headDim: d, headsPerCTA: $0) } }
         }
         functions = try KernelVariants(library: library, source: "attention_decode.cu", keys: variants) {
             "decode_attention_\($0.format.rawValue)_d\($0.headDim)_g\($0.headsPerCTA)"
         }
-        let tensorCoreVariants = [64, 128].flatMap { d in [8, 16].map { TensorCoreVariant(headDim: d, heads: $0) } }
+        let tensorCoreVariants = [64, 128].flatMap { d in
+            [8, 16].flatMap { h in Self.tensorCoreStages.map { TensorCoreVariant(headDim: d, heads: h, stages: $0) } }
+        }
         tensorCoreKV4 = try KernelVariants(library: library, source: "attention_decode.cu", keys: tensorCoreVariants) {
-            "decode_attention_kv4_mma_d\($0.headDim)_h\($0.heads)"
+            "decode_attention_kv4_mma_d\($0.headDim)_h\($0.heads)_s\($0.stages)"
+        }
+        for variant in tensorCoreVariants {
+            let function = tensorCoreKV4[variant]
+            try function.setMaxDynamicSharedMemory(Self.tensorCoreSharedBytes(headDim: variant.headDim, stages: variant.stages))
+            try function.setPreferredSharedMemoryCarveout(percent: 100)
         }
         combine = try library.function("decode_attention_combine", in: "attention_decode.cu")
         multiprocessors = library.context.device.multiprocessorCount
@@ -38,10 +78,22 @@ public struct DecodeAttentionKernel: Sendable {
         format == .kv4 && (group <= 16 || group % 16 == 0)
     }
 
-    /// The longest split that still gives every SM two CTAs.
-    func splitLength(sequences: Int, ctasPerSequence: Int, maxLength: Int) -> Int {
-        Self.splitLengths.first { sequences * ctasPerSequence * ((maxLength + $0 - 1) / $0) >= 2 * multiprocessors }
-            ?? Self.splitLengths.last!
+    /// Tokens per CTA. CUDA-core kernels: the longest split that still gives every SM two CTAs.
+    /// Tensor-core kernel: the split with the least waves x (split + 64), 64 tokens standing for
+    /// a CTA's fixed cost, the longest on a tie: long splits waste the last wave, short ones
+    /// repeat the fixed cost.
+    func splitLength(sequences: Int, ctasPerSequence: Int, maxLength: Int, tensorCores: Bool) -> Int {
+        guard tensorCores else {
+            return Self.splitLengths.first { sequences * ctasPerSequence * ((maxLength + $0 - 1) / $0) >= 2 * multiprocessors }
+                ?? Self.splitLengths.last!
+        }
+        if let fixed = tuning.splitLength { return fixed }
+        let slots = Self.tensorCoreCTAsPerSM * multiprocessors
+        func cost(_ split: Int) -> Int {
+            let ctas = sequences * ctasPerSequence * ((maxLength + split - 1) / split)
+            return (ctas + slots - 1) / slots * (min(split, maxLength) + 64)
+        }
+        return Self.tensorCoreSplitLengths.min { cost($0) < cost($1) }!
     }
 
     /// Floats of workspace a call with these sizes may need.
@@ -71,7 +123,7 @@ public struct DecodeAttentionKernel: Sendable {
         let tensorCores = Self.usesTensorCores(format: cache.format, group: group)
         let perCTA = tensorCores ? min(group, 16) : Self.headsPerCTA(group: group)
         let ctasPerSequence = cache.kvHeads * group / perCTA
-        let split = splitLength(sequences: sequences, ctasPerSequence: ctasPerSequence, maxLength: maxLength)
+        let split = splitLength(sequences: sequences, ctasPerSequence: ctasPerSequence, maxLength: maxLength, tensorCores: tensorCores)
         let splits = max(1, (maxLength + split - 1) / split)
         let partials = splits * sequences * qHeads
         guard workspace.count >= partials * (d + 2) else {
@@ -79,10 +131,11 @@ public struct DecodeAttentionKernel: Sendable {
         }
         let partOut = workspace.pointer, partML = workspace.pointer(at: partials * d)
         let function = tensorCores
-            ? tensorCoreKV4[TensorCoreVariant(headDim: d, heads: perCTA > 8 ? 16 : 8)]
+            ? tensorCoreKV4[TensorCoreVariant(headDim: d, heads: perCTA > 8 ? 16 : 8, stages: tuning.stages)]
             : functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)]
+        let sharedBytes = tensorCores ? Self.tensorCoreSharedBytes(headDim: d, stages: tuning.stages) : 0
         try function.launch(
-            grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), on: stream,
+            grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), sharedMemoryBytes: sharedBytes, on: stream,
             q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,
             blockTable.pointer, Int32(maxPages), lengths.pointer, Int32(cache.kvHeads), Int32(group),
             Int32(cache.pageSize), softmaxScale, Int32(split), partOut, partML)

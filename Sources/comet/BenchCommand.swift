@@ -2,6 +2,7 @@ import ArgumentParser
 import Benchmarks
 import CUDA
 import FoundationEssentials
+import Kernels
 import Model
 
 struct Bench: ParsableCommand {
@@ -134,6 +135,15 @@ struct Bench: ParsableCommand {
         @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
         var heads = "32/8/128"
 
+        @Option(help: "KV4 kernel: 16-token blocks in flight per warp, 4 or 8.")
+        var stages = DecodeAttentionKernel.Tuning().stages
+
+        @Option(help: "KV4 kernel: tokens per CTA, a multiple of 16, at least 64 (default: chosen per shape).")
+        var split: Int?
+
+        @Option(help: "Tokens per KV page.")
+        var pageSize = 64
+
         @Option(help: "Also write the rows as JSON to this file.")
         var json: String?
 
@@ -150,12 +160,16 @@ struct Bench: ParsableCommand {
             else { throw ValidationError("--length takes context lengths from 1 to 1048576, e.g. 1024,4096") }
             guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
             else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
+            guard [4, 8].contains(stages) else { throw ValidationError("--stages is 4 or 8") }
+            guard split.map({ $0 >= 64 && $0 % 16 == 0 }) ?? true else { throw ValidationError("--split is a multiple of 16, at least 64") }
+            guard (1...4096).contains(pageSize) else { throw ValidationError("--page-size is 1 to 4096 tokens") }
         }
 
         func run() throws {
             try Bench.report(json: json) {
                 let library = try gpu.makeLibrary()
-                let bench = AttentionBenchmark(library: library)
+                let bench = AttentionBenchmark(
+                    library: library, pageSize: pageSize, tuning: .init(stages: stages, splitLength: split))
                 var rows: [AttentionBenchmark.Row] = []
                 for b in batches {
                     for l in lengths {

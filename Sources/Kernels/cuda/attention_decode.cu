@@ -349,58 +349,92 @@ COMET_DEVICE uint32_t pack_half2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// One 16-token block of a warp, as loaded: K rows of tokens t0 + g and t0 + 8 + g (this
-// lane's D/8 bytes), V rows of tokens t0 + 2t, + 1, + 8, + 9 (its D/16 bytes), and the K and V
-// (scale, zero) of those four tokens. Tokens at or past `end` read as zeros.
+// cp.async: 16 bytes global -> shared, the bytes past `src_bytes` (0..16) zero-filled; and 4
+// bytes (the .ca form: .cg takes only 16). Completion is tracked per thread in commit groups.
+COMET_DEVICE void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+COMET_DEVICE void cp_async_4(void* smem, const void* gmem, int src_bytes) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+COMET_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int PENDING> COMET_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
+
+// One 16-token block of one KV head staged in shared memory by cp.async (a warp's private ring
+// of these is its pipeline): K rows [16][D/2], V rows [16][D/2], K and V (scale, zero) [16].
+// Tokens at or past the sequence's end arrive as zeros (codes and params), so they add nothing
+// finite-garbage to the sums; their scores are masked to -inf by the caller.
+//
+// V rows are stored swizzled, row r at r ^ ((r >> VSHIFT) & 1): the V fragment reads of a warp
+// touch rows 2t (+1, +8, +9) for t = 0..3, which unswizzled sit in the same banks (rows 128 B
+// apart for D = 128, 64 B for D = 64); swizzled, each 128-byte bank line is covered once.
+template <int D> struct KV4Stage {
+    static constexpr int ROW = D / 2;              // bytes of a token's codes
+    static constexpr int CHUNKS_PER_ROW = ROW / 16;
+    static constexpr int K = 0, V = 16 * ROW, KP = 32 * ROW, VP = KP + 64, BYTES = VP + 64;
+    static constexpr int VSHIFT = D == 128 ? 1 : 2;
+    static COMET_DEVICE int v_slot(int r) { return r ^ ((r >> VSHIFT) & 1); }
+
+    // Issues this lane's copies of the block starting at token t0 (a multiple of 16). `first`:
+    // the cache row of t0 when `whole` (the page size is a multiple of 16, so the block's rows
+    // are consecutive); else each token's row comes from the table.
+    static COMET_DEVICE void issue(uint8_t* stage, const uint8_t* k_cache, const uint8_t* v_cache,
+                                   const __half2* k_params, const __half2* v_params, const int32_t* table, int t0,
+                                   int end, int kv_heads, int kvh, int page_size, bool whole, size_t first, int lane) {
+        auto row_of = [&](int r) -> size_t {
+            return whole ? first + r : token_row(table, t0 + r, kv_heads, kvh, page_size);
+        };
+#pragma unroll
+        for (int c = lane; c < 16 * CHUNKS_PER_ROW; c += 32) {
+            const int r = c / CHUNKS_PER_ROW, part = c % CHUNKS_PER_ROW;
+            const bool valid = t0 + r < end;
+            const size_t offset = valid ? row_of(r) * ROW + part * 16 : 0;
+            cp_async_16(stage + K + r * ROW + part * 16, k_cache + offset, valid ? 16 : 0);
+            cp_async_16(stage + V + v_slot(r) * ROW + part * 16, v_cache + offset, valid ? 16 : 0);
+        }
+        // Params: lanes 0-15 the K (scale, zero) of token lane, lanes 16-31 the V one.
+        const int r = lane & 15;
+        const bool valid = t0 + r < end;
+        const size_t row = valid ? row_of(r) : 0;
+        cp_async_4(stage + (lane < 16 ? KP : VP) + 4 * r, (lane < 16 ? k_params : v_params) + row, valid ? 4 : 0);
+    }
+};
+
+// One 16-token block of a warp, read from its stage into the mma fragments: K rows of tokens
+// t0 + g and t0 + 8 + g (this lane's D/8 bytes), V rows of tokens t0 + 2t, + 1, + 8, + 9 (its
+// D/16 bytes), and the K and V (scale, zero) of those four tokens.
 template <int D> struct KV4Block {
     static constexpr int KWORDS = D / 32, VWORDS = D / 64;
     uint32_t kw[2][KWORDS], vw[4][VWORDS];
     __half2 kp[4], vp[4];
 
-    // `first`: the cache row of token t0 when pages hold whole blocks (`whole`: the page size is a
-    // multiple of 16 and t0 of 16, so the block's rows are consecutive); else each token's row is
-    // looked up in the table.
-    COMET_DEVICE void load(const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params, const __half2* v_params,
-                           const int32_t* table, int t0, int end, int kv_heads, int kvh, int page_size, int g, int t,
-                           bool whole, size_t first) {
-        auto row_of = [&](int tok) -> size_t {
-            return whole ? first + (tok - t0) : token_row(table, tok, kv_heads, kvh, page_size);
-        };
+    COMET_DEVICE void read(const uint8_t* stage, int g, int t) {
+        using S = KV4Stage<D>;
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            const int tok = t0 + 8 * i + g;
-#pragma unroll
-            for (int j = 0; j < KWORDS; ++j) kw[i][j] = 0u;
-            if (tok < end) {
-                const size_t row = row_of(tok);
-                const uint8_t* p = k_cache + row * (D / 2) + t * (D / 8);
-                if constexpr (D == 128) {
-                    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-                    kw[i][0] = v.x; kw[i][1] = v.y; kw[i][2] = v.z; kw[i][3] = v.w;
-                } else {
-                    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-                    kw[i][0] = v.x; kw[i][1] = v.y;
-                }
+            const uint8_t* p = stage + S::K + (8 * i + g) * S::ROW + t * (D / 8);
+            if constexpr (D == 128) {
+                const uint4 v = *reinterpret_cast<const uint4*>(p);
+                kw[i][0] = v.x; kw[i][1] = v.y; kw[i][2] = v.z; kw[i][3] = v.w;
+            } else {
+                const uint2 v = *reinterpret_cast<const uint2*>(p);
+                kw[i][0] = v.x; kw[i][1] = v.y;
             }
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int tok = t0 + 2 * t + (i & 1) + 8 * (i >> 1);
-#pragma unroll
-            for (int j = 0; j < VWORDS; ++j) vw[i][j] = 0u;
-            kp[i] = vp[i] = __floats2half2_rn(0.f, 0.f);
-            if (tok < end) {
-                const size_t row = row_of(tok);
-                const uint8_t* p = v_cache + row * (D / 2) + g * (D / 16);
-                if constexpr (D == 128) {
-                    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-                    vw[i][0] = v.x; vw[i][1] = v.y;
-                } else {
-                    vw[i][0] = __ldg(reinterpret_cast<const uint32_t*>(p));
-                }
-                kp[i] = __ldg(k_params + row);
-                vp[i] = __ldg(v_params + row);
+            const int r = 2 * t + (i & 1) + 8 * (i >> 1);
+            const uint8_t* p = stage + S::V + S::v_slot(r) * S::ROW + g * (D / 16);
+            if constexpr (D == 128) {
+                const uint2 v = *reinterpret_cast<const uint2*>(p);
+                vw[i][0] = v.x; vw[i][1] = v.y;
+            } else {
+                vw[i][0] = *reinterpret_cast<const uint32_t*>(p);
             }
+            kp[i] = reinterpret_cast<const __half2*>(stage + S::KP)[r];
+            vp[i] = reinterpret_cast<const __half2*>(stage + S::VP)[r];
         }
     }
 };
@@ -419,7 +453,7 @@ COMET_DEVICE void mma_acc(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, ui
     }
 }
 
-template <int D, bool UPPER>
+template <int D, bool UPPER, int STAGES>
 COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, const uint8_t* __restrict__ k_cache,
                                            const uint8_t* __restrict__ v_cache, const __half2* __restrict__ k_params,
                                            const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
@@ -442,7 +476,11 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     const int32_t* table = block_table + size_t(s) * max_pages;
     const size_t slot = (size_t(split) * sequences + s) * q_heads + h0;
 
-    __shared__ float red[WARPS][16][D + 1];
+    // Dynamic shared memory: the warps' pipeline rings [WARPS][STAGES][KV4Stage], and after the
+    // loop (a barrier apart) the cross-warp reduction red[WARPS][16][D + 1] over the same bytes.
+    extern __shared__ __align__(16) uint8_t smem[];
+    auto red = reinterpret_cast<float (*)[16][D + 1]>(smem);
+    uint8_t* ring = smem + warp * STAGES * KV4Stage<D>::BYTES;
     __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16], warp_w[WARPS][16], cta_m[16];
 
     if (n <= 0) {
@@ -487,39 +525,43 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     for (int i = 0; i < VTILES; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float m[2] = {negative_infinity(), negative_infinity()}, l[2] = {0.f, 0.f}, z[2] = {0.f, 0.f};
 
-    // Pages holding whole 16-token blocks (the usual 16, 32, 64): a block's rows are consecutive,
-    // its page index is read two blocks ahead and its bytes are prefetched into L2 one block
-    // ahead, so a block's loads do not wait on a table lookup and mostly hit L2 (register
-    // double-buffering measured slower: it costs occupancy; bench/NOTES.md).
+    // The warp's blocks are t0 = start + 16 (warp + WARPS i), i < blocks; block i + STAGES - 1 is
+    // copied while block i is computed (one commit group per block, empty past the end, so the
+    // wait below always means "block i has landed"). With pages holding whole 16-token blocks
+    // (the usual 16, 32, 64) a block's rows are consecutive and its page index is read one
+    // block before its copies are issued, so the issue does not wait on the table.
     const bool whole = (page_size & 15) == 0;
-    auto first_row = [&](int32_t page, int t0) { return page_row(page, t0 % page_size, kv_heads, kvh, page_size); };
-    int t0 = start + 16 * warp;
-    int32_t page0 = whole && t0 < end ? __ldg(table + t0 / page_size) : 0;
-    int32_t page1 = whole && t0 + 16 * WARPS < end ? __ldg(table + (t0 + 16 * WARPS) / page_size) : 0;
-    for (; t0 < end; t0 += 16 * WARPS) {
-        const int t1 = t0 + 16 * WARPS, t2 = t1 + 16 * WARPS;
-        const int32_t page2 = whole && t2 < end ? __ldg(table + t2 / page_size) : 0;
-        if (whole && t1 < end) {
-            constexpr int LINES = D * 16 / 2 / 128;  // 128-byte lines of a block's K (or V) rows
-            const size_t row = first_row(page1, t1);
-            const void* line = lane < LINES ? static_cast<const void*>(k_cache + row * (D / 2) + lane * 128)
-                             : lane < 2 * LINES ? static_cast<const void*>(v_cache + row * (D / 2) + (lane - LINES) * 128)
-                             : lane == 2 * LINES ? static_cast<const void*>(k_params + row)
-                                                 : static_cast<const void*>(v_params + row);
-            if (lane <= 2 * LINES + 1) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
+    const int step = 16 * WARPS, first_block = start + 16 * warp;
+    const int blocks = first_block < end ? (end - first_block + step - 1) / step : 0;
+    auto page_of = [&](int i) -> int32_t { return whole && i < blocks ? __ldg(table + (first_block + step * i) / page_size) : 0; };
+    auto issue = [&](int i, int32_t page) {
+        if (i < blocks) {
+            const int tb = first_block + step * i;
+            KV4Stage<D>::issue(ring + (i % STAGES) * KV4Stage<D>::BYTES, k_cache, v_cache, k_params, v_params, table, tb,
+                               end, kv_heads, kvh, page_size, whole,
+                               whole ? page_row(page, tb % page_size, kv_heads, kvh, page_size) : 0, lane);
         }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) issue(i, page_of(i));
+    int32_t next_page = page_of(STAGES - 1);
+    for (int i = 0; i < blocks; ++i) {
+        const int t0 = first_block + step * i;
+        issue(i + STAGES - 1, next_page);
+        next_page = page_of(i + STAGES);
+        cp_async_wait<STAGES - 1>();
+        __syncwarp();
         KV4Block<D> block;
-        block.load(k_cache, v_cache, k_params, v_params, table, t0, end, kv_heads, kvh, page_size, g, t, whole,
-                   whole ? first_row(page0, t0) : 0);
-        page0 = page1;
-        page1 = page2;
+        block.read(ring + (i % STAGES) * KV4Stage<D>::BYTES, g, t);
+        __syncwarp();  // every lane has its fragments: the stage may be refilled
         const auto& kw = block.kw;
         const auto& vw = block.vw;
         float2 kp[4], vp[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            kp[i] = __half22float2(block.kp[i]);
-            vp[i] = __half22float2(block.vp[i]);
+        for (int r = 0; r < 4; ++r) {
+            kp[r] = __half22float2(block.kp[r]);
+            vp[r] = __half22float2(block.vp[r]);
         }
 
         // Scores of the two 8-token tiles: c[0..1] head g, tokens 2t, 2t + 1; c[2..3] head g + 8.
@@ -598,6 +640,8 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         }
     }
 
+    cp_async_wait<0>();  // (only empty groups remain; the rings become `red` below)
+
     // The lanes of a row (t = 0..3) hold parts of l and z: sum them.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -654,17 +698,23 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     }
 }
 
-// 3 CTAs (12 warps) per SM: at 174 registers ptxas left room for 2 only.
-#define DECODE_ATTENTION_KV4_MMA(NAME, D, UPPER)                                                            \
+// 3 CTAs (12 warps) per SM: at 174 registers ptxas left room for 2 only. Names end in the
+// pipeline depth (blocks in flight per warp); the launcher sizes the dynamic shared memory
+// (DecodeAttentionKernel.sharedBytes).
+#define DECODE_ATTENTION_KV4_MMA(NAME, D, UPPER, STAGES)                                                    \
     extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 3) NAME(                                     \
         const __nv_bfloat16* q, const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params,     \
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
         float* part_ml) {                                                                                    \
-        decode_attention_kv4_mma<D, UPPER>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, lengths, \
-                                    kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml);  \
+        decode_attention_kv4_mma<D, UPPER, STAGES>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, \
+                                    lengths, kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml); \
     }
-DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h8, 128, false)
-DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h16, 128, true)
-DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h8, 64, false)
-DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h16, 64, true)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h8_s4, 128, false, 4)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h16_s4, 128, true, 4)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h8_s4, 64, false, 4)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h16_s4, 64, true, 4)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h8_s8, 128, false, 8)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h16_s8, 128, true, 8)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h8_s8, 64, false, 8)
+DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d64_h16_s8, 64, true, 8)
