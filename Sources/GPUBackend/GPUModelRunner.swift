@@ -399,7 +399,7 @@ public final class GPUModelRunner: ModelRunner {
                     layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
                     int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
                 try quantizeInput(input, permutation: permutation, into: a)
-                try gemm(a, w, into: y, on: stream)
+                try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
             }
         case let .bf16(w, outputs, inputs):
             let x: DeviceBuffer<BFloat16>

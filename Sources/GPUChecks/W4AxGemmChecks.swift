@@ -3,15 +3,15 @@ import CUDA
 import Kernels
 import Quant
 
-/// w4ax_gemm.cu (small M) and w4ax_gemm_sm90.cu (large M) against the exact W4Ax reference
-/// (Quant.W4AxLinear).
+/// w4ax_gemm.cu (small M), w4ax_gemm_sm90.cu (large M, wgmma) and w4ax_gemm_sm80.cu (large
+/// M, INT4/INT8 mma.sync) against the exact W4Ax reference (Quant.W4AxLinear).
 ///
 /// Tolerance: |gpu - ref| <= 2^-8 |ref| + 2^-20 * magnitude, where magnitude is the sum of
 /// |per-block terms|. The first term is the bf16 rounding of the output (half an ulp is 2^-9
 /// relative; doubled for slack); the second covers fp32 sums over blocks taken in another
 /// order (each addition rounds by 2^-24 relative, at most a few dozen blocks).
 enum W4AxGemmChecks {
-    static let all = [shapes, extremes, largeM]
+    static let all = [shapes, extremes, largeM, mmaSyncLargeM]
 
     struct Case: CustomStringConvertible {
         var m: Int, n: Int, k: Int, blockSize: Int, int8Blocks: Int
@@ -78,13 +78,43 @@ enum W4AxGemmChecks {
             Case(m: 8192, n: 136, k: 384, blockSize: 128, int8Blocks: 0),
         ]
         cases.append(.random(m: 64...2000, n: 1...600, blockSize: 128, using: &env.random))
-        for c in cases { try check(gemm, c, tiled: true, env: &env) }
+        for c in cases { try check(gemm, c, format: .tiled, env: &env) }
         let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
         guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
         return cases.map(\.description).joined(separator: "; ") + "; K splits \(split)"
     }
 
-    static func check(_ gemm: W4AxGemm, _ c: Case, tiled: Bool = false, env: inout GPUCheckEnvironment) throws {
+    /// The sm_8x kernel (INT4 tensor cores), forced on any GPU: on Hopper its s4 mma is emulated,
+    /// so this proves the results, not the speed. Same shape classes as large_m, from the
+    /// 33-token threshold.
+    static let mmaSyncLargeM = GPUCheck("w4ax_gemm.mma_sync_large_m") { env in
+        let gemm = try W4AxGemm(library: env.library, forceMmaSync: true)
+        var cases = [
+            Case(m: 33, n: 16, k: 128, blockSize: 128, int8Blocks: 0),
+            Case(m: 64, n: 128, k: 256, blockSize: 128, int8Blocks: 2),
+            Case(m: 128, n: 256, k: 1024, blockSize: 128, int8Blocks: 2),
+            Case(m: 129, n: 200, k: 600, blockSize: 128, int8Blocks: 1),
+            Case(m: 300, n: 4104, k: 512, blockSize: 128, int8Blocks: 4),
+            Case(m: 1000, n: 1000, k: 4096, blockSize: 128, int8Blocks: 5),
+            Case(m: 8192, n: 136, k: 384, blockSize: 128, int8Blocks: 0),
+        ]
+        cases.append(.random(m: 33...2000, n: 1...600, blockSize: 128, using: &env.random))
+        for c in cases {
+            guard gemm.prefersMmaSyncLargeM(tokens: c.m, layout: try FMPQLayout(inputChannels: c.k, blockSize: 128, int8Blocks: c.int8Blocks)) else {
+                throw CheckFailure("\(c) would not take the mma.sync large-M kernel")
+            }
+            try check(gemm, c, format: .packedSplitK, env: &env)
+        }
+        let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
+        guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
+        return cases.map(\.description).joined(separator: "; ") + "; K splits \(split)"
+    }
+
+    /// Packed activations without a split-K workspace; tiled or packed activations without and
+    /// with one (the large-M kernels split K only when given one).
+    enum Format { case packed, packedSplitK, tiled }
+
+    static func check(_ gemm: W4AxGemm, _ c: Case, format: Format = .packed, env: inout GPUCheckEnvironment) throws {
         let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
         let x = randomValues(c.m * c.k, columns: c.k, outliers: 4, using: &env.random)
         let w = randomValues(c.n * c.k, columns: c.k, outliers: 0, using: &env.random)
@@ -94,25 +124,26 @@ enum W4AxGemmChecks {
 
         let dw = try W4AxWeights(weights, context: env.context)
         let y = try env.context.allocate(BFloat16.self, count: c.m * c.n)
-        try y.fill(byte: 0xFF, on: env.stream)  // poison: bf16 0xFFFF is NaN
-        var outputs: [[BFloat16]] = []
-        if tiled {
-            // Unsplit, then split-K where the kernel would split (poisoned again in between).
+        let run: (DeviceBuffer<Float>?) throws -> Void, stream = env.stream
+        if format == .tiled {
             let da = try W4AxTiledActivations(a, context: env.context)
-            try gemm(da, dw, into: y, on: env.stream)
-            try env.stream.synchronize()
-            outputs.append(try y.toArray())
-            try y.fill(byte: 0xFF, on: env.stream)
-            let workspace = try gemm.makeSplitKWorkspace(context: env.context, stream: env.stream)
-            try gemm(da, dw, into: y, workspace: workspace, on: env.stream)
+            run = { try gemm(da, dw, into: y, workspace: $0, on: stream) }
+        } else {
+            let da = try W4AxActivations(a, context: env.context)
+            run = { try gemm(da, dw, into: y, workspace: $0, on: stream) }
+        }
+        // Unsplit, then split-K where the kernel would split (poisoned again in between).
+        var outputs: [[BFloat16]] = []
+        for split in format == .packed ? [false] : [false, true] {
+            try y.fill(byte: 0xFF, on: env.stream)  // poison: bf16 0xFFFF is NaN
+            let workspace = split ? try gemm.makeSplitKWorkspace(context: env.context, stream: env.stream) : nil
+            try run(workspace)
             try env.stream.synchronize()
             outputs.append(try y.toArray())
             // The workspace is left zeroed for the next call.
-            guard try workspace.toArray().allSatisfy({ $0 == 0 }) else { throw CheckFailure("\(c): split-K workspace not zeroed after use") }
-        } else {
-            try gemm(W4AxActivations(a, context: env.context), dw, into: y, on: env.stream)
-            try env.stream.synchronize()
-            outputs.append(try y.toArray())
+            if let workspace, try !workspace.toArray().allSatisfy({ $0 == 0 }) {
+                throw CheckFailure("\(c): split-K workspace not zeroed after use")
+            }
         }
         for got in outputs { try compare(got, expected, magnitude, c) }
     }

@@ -1,23 +1,37 @@
 import CUDA
 import Quant
 
-/// The W4Ax GEMM: Y[M, N] (bf16) = activations [M, K] x weights [N, K]^T. Two kernels share
-/// the weight layout: w4ax_gemm.cu (small M, mma.sync, packed activations; entry point picked
-/// by block size and tokens) and w4ax_gemm_sm90.cu (large M, wgmma, tiled activations; sm_90a).
+/// The W4Ax GEMM: Y[M, N] (bf16) = activations [M, K] x weights [N, K]^T. Three kernels share
+/// the weight layout:
+///  - w4ax_gemm.cu: small M (decode), int8 mma.sync, packed activations; every GPU;
+///  - w4ax_gemm_sm90.cu: large M on Hopper (sm_90a), wgmma, tiled activations;
+///  - w4ax_gemm_sm80.cu: large M on Ampere and Ada (sm_8x), INT4 and INT8 mma.sync, packed
+///    activations: the paper's kernel, for the GPUs with INT4 tensor cores.
 public struct W4AxGemm: Sendable {
     struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int }
     let functions: KernelVariants<Variant>
     let multiprocessors: Int
-    /// The large-M kernel and its split-K epilogue, where the GPU has wgmma (sm_90a).
-    let largeM: KernelFunction?, splitKFinish: KernelFunction?
+    /// The large-M kernel, where the GPU has wgmma (sm_90a).
+    let largeM: KernelFunction?
+    /// The large-M kernel on packed activations (INT4 tensor cores), on sm_8x or when forced.
+    let mmaSyncLargeM: KernelFunction?
+    /// Both large-M kernels' split-K epilogue.
+    let splitKFinish: KernelFunction
     public var hasLargeMKernel: Bool { largeM != nil }
+    public var hasMmaSyncLargeMKernel: Bool { mmaSyncLargeM != nil }
+
+    /// Shared memory of the mma.sync large-M kernel: 3 stages of 8 KiB of weights, 16 KiB of
+    /// activation codes, 256 bytes of weight and 512 of activation scales (w4ax_gemm_sm80.cu).
+    static let mmaSyncLargeMSharedBytes = 3 * (8192 + 16384 + 256 + 512)
 
     /// Shared memory of the large-M kernel: 6 stages of a 16 KiB code tile, 512 bytes of
     /// activation scales, 8 KiB of weights and 256 bytes of their scales; 12 mbarriers; 1 KiB to
     /// align the tiles for the swizzle.
     static let largeMSharedBytes = 6 * (W4AxTiledActivations.tileBytes + 512 + 8192 + 256) + 12 * 8 + 1024
 
-    public init(library: KernelLibrary) throws {
+    /// `forceMmaSync` loads the sm_8x large-M kernel on any GPU: Hopper runs its INT4 mma in
+    /// emulation, so there it serves the correctness check only.
+    public init(library: KernelLibrary, forceMmaSync: Bool = false) throws {
         let variants = [64, 128].flatMap { bs in [1, 2, 4].flatMap { mt in [1, 2].map { Variant(blockSize: bs, mTiles: mt, nTiles: $0) } } }
         functions = try KernelVariants(library: library, source: "w4ax_gemm.cu", keys: variants) {
             "w4ax_small_m_bs\($0.blockSize)_mt\($0.mTiles)_nt\($0.nTiles)"
@@ -27,11 +41,17 @@ public struct W4AxGemm: Sendable {
             let function = try library.function("w4ax_large_m_bs128", in: "w4ax_gemm_sm90.cu")
             try function.setMaxDynamicSharedMemory(Self.largeMSharedBytes)
             largeM = function
-            splitKFinish = try library.function("w4ax_split_k_finish", in: "w4ax_gemm_sm90.cu")
         } else {
             largeM = nil
-            splitKFinish = nil
         }
+        if forceMmaSync || library.arch.hasPrefix("sm_8") {
+            let function = try library.function("w4ax_mma_sync_large_m_bs128", in: "w4ax_gemm_sm80.cu")
+            try function.setMaxDynamicSharedMemory(Self.mmaSyncLargeMSharedBytes)
+            mmaSyncLargeM = function
+        } else {
+            mmaSyncLargeM = nil
+        }
+        splitKFinish = try library.function("w4ax_split_k_finish", in: "w4ax_gemm.cu")
     }
 
     /// Whether `tokens` rows of `layout` should take the large-M kernel (tiled activations).
@@ -73,20 +93,30 @@ public struct W4AxGemm: Sendable {
     /// covered by more blocks along the grid's z.
     static func mTiles(forTokens m: Int) -> Int { m <= 8 ? 1 : m <= 16 ? 2 : 4 }
 
+    /// The GEMM on packed activations: the small-M kernel, or from `largeMThreshold` tokens the
+    /// mma.sync large-M kernel where it is loaded. `workspace` (from `makeSplitKWorkspace`)
+    /// enables the latter's split-K.
     public func callAsFunction(
-        _ a: W4AxActivations, _ w: W4AxWeights, into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
+        _ a: W4AxActivations, _ w: W4AxWeights, into y: DeviceBuffer<BFloat16>, workspace: DeviceBuffer<Float>? = nil,
+        on stream: CUDAStream
     ) throws {
         guard a.layout == w.layout else {
             throw QuantError.shapeMismatch("activation layout \(a.layout) differs from weight layout \(w.layout)")
         }
-        try launch(a, packed: w.packed, scales: w.scales, outputs: w.outputs, into: y, on: stream)
+        try launch(a, packed: w.packed, scales: w.scales, outputs: w.outputs, into: y, workspace: workspace, on: stream)
+    }
+
+    /// Whether `tokens` rows of `layout` in packed activations take the mma.sync large-M kernel.
+    /// The 33-token threshold is the Hopper kernels' crossover (prefersTiled), not measured on sm_8x.
+    public func prefersMmaSyncLargeM(tokens: Int, layout: FMPQLayout) -> Bool {
+        mmaSyncLargeM != nil && layout.blockSize == 128 && tokens >= Self.largeMThreshold
     }
 
     /// The launch itself, on raw weight buffers in W4AxWeights' layout (benchmarks time
     /// random weights this way without a host copy); sizes are checked against `a.layout`.
     public func launch(
         _ a: W4AxActivations, packed: DeviceBuffer<UInt8>, scales: DeviceBuffer<Float16>, outputs: Int,
-        into y: DeviceBuffer<BFloat16>, on stream: CUDAStream
+        into y: DeviceBuffer<BFloat16>, workspace: DeviceBuffer<Float>? = nil, on stream: CUDAStream
     ) throws {
         let tiles = (outputs + 15) / 16
         guard packed.count >= tiles * 16 * a.layout.paddedChannels / 2, scales.count == tiles * 16 * a.layout.blockCount else {
@@ -94,6 +124,18 @@ public struct W4AxGemm: Sendable {
         }
         guard a.tokens > 0, y.count == a.tokens * outputs else {
             throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
+        }
+        if let mmaSyncLargeM, prefersMmaSyncLargeM(tokens: a.tokens, layout: a.layout) {
+            let blocks = a.layout.blockCount
+            let (splits, perSplit, partial) = splitPlan(outputs: outputs, tokens: a.tokens, blocks: blocks, workspace: workspace)
+            try mmaSyncLargeM.launch(
+                grid: Dim3((outputs + 127) / 128, W4AxTiledActivations.tiles(tokens: a.tokens), splits), block: Dim3(256),
+                sharedMemoryBytes: Self.mmaSyncLargeMSharedBytes, on: stream,
+                packed.pointer, scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,
+                partial?.pointer ?? 0, Int32(a.tokens), Int32(outputs),
+                Int32(a.layout.int4Blocks), Int32(a.layout.int8Blocks), Int32(perSplit))
+            if let partial { try finishSplitK(partial, into: y, on: stream) }
+            return
         }
         let mt = Self.mTiles(forTokens: a.tokens), nt = nTiles(forTiles: tiles)
         let function = functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt)]
@@ -123,7 +165,7 @@ extension W4AxGemm {
         _ a: W4AxTiledActivations, packed: DeviceBuffer<UInt8>, scales: DeviceBuffer<Float16>, outputs: Int,
         into y: DeviceBuffer<BFloat16>, workspace: DeviceBuffer<Float>? = nil, on stream: CUDAStream
     ) throws {
-        guard let largeM, let splitKFinish else {
+        guard let largeM else {
             throw CUDAError.invalidArgument("the large-M W4Ax kernel needs wgmma (sm_90a); this GPU is not one")
         }
         let tiles = (outputs + 15) / 16
@@ -133,20 +175,32 @@ extension W4AxGemm {
         guard y.count == a.tokens * outputs else {
             throw QuantError.shapeMismatch("output of \(y.count) elements for \(a.tokens) x \(outputs)")
         }
-        let blocks = a.layout.blockCount, elements = a.tokens * outputs
-        var splits = splitK(outputs: outputs, tokens: a.tokens, blocks: blocks)
-        if let workspace, workspace.count < elements { splits = 1 }
-        let perSplit = (blocks + splits - 1) / splits
-        splits = (blocks + perSplit - 1) / perSplit
-        let partial = splits > 1 ? workspace : nil
+        let blocks = a.layout.blockCount
+        let (splits, perSplit, partial) = splitPlan(outputs: outputs, tokens: a.tokens, blocks: blocks, workspace: workspace)
         try largeM.launch(
-            grid: Dim3((outputs + 127) / 128, a.tiles, partial == nil ? 1 : splits), block: Dim3(384),
+            grid: Dim3((outputs + 127) / 128, a.tiles, splits), block: Dim3(384),
             sharedMemoryBytes: Self.largeMSharedBytes, on: stream,
             packed.pointer, scales.pointer, a.codes.pointer, a.scales.pointer, y.pointer, partial?.pointer ?? y.pointer,
-            Int32(a.tokens), Int32(outputs), Int32(blocks), Int32(partial == nil ? blocks : perSplit))
-        if let partial {
-            try splitKFinish.launch(
-                grid: Dim3((elements + 1023) / 1024), block: Dim3(256), on: stream, partial.pointer, y.pointer, Int32(elements))
-        }
+            Int32(a.tokens), Int32(outputs), Int32(blocks), Int32(perSplit))
+        if let partial { try finishSplitK(partial, into: y, on: stream) }
+    }
+
+    /// A large-M launch's K split: grid z, K-blocks per split, and the workspace when split
+    /// (none, so one split, without a workspace large enough).
+    private func splitPlan(outputs: Int, tokens: Int, blocks: Int, workspace: DeviceBuffer<Float>?)
+        -> (splits: Int, perSplit: Int, partial: DeviceBuffer<Float>?)
+    {
+        var splits = splitK(outputs: outputs, tokens: tokens, blocks: blocks)
+        if workspace == nil || workspace!.count < tokens * outputs { splits = 1 }
+        let perSplit = (blocks + splits - 1) / splits
+        splits = (blocks + perSplit - 1) / perSplit
+        return (splits, perSplit, splits > 1 ? workspace : nil)
+    }
+
+    /// Y = bf16(partial sums), leaving the workspace zeroed for the next call.
+    private func finishSplitK(_ partial: DeviceBuffer<Float>, into y: DeviceBuffer<BFloat16>, on stream: CUDAStream) throws {
+        let elements = y.count
+        try splitKFinish.launch(
+            grid: Dim3((elements + 1023) / 1024), block: Dim3(256), on: stream, partial.pointer, y.pointer, Int32(elements))
     }
 }

@@ -26,10 +26,10 @@ struct Kernels: ParsableCommand {
     struct Compile: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Compile every kernel source with NVRTC for each target (needs no GPU).",
-            discussion: "Fails on the first error and prints NVRTC's log with file and line. CI runs this for sm_90a, sm_80 and sm_89.")
+            discussion: "Fails on the first error and prints NVRTC's log with file and line. CI runs this for sm_90a, sm_80, sm_86 and sm_89.")
 
         @Option(name: .customLong("arch"), help: "Target architecture(s), e.g. sm_90a, sm_80, sm_89. Repeatable.")
-        var architectures: [String] = ["sm_90a", "sm_80", "sm_89"]
+        var architectures: [String] = ["sm_90a", "sm_80", "sm_86", "sm_89"]
 
         @Flag(help: "Compile even when the cache has the cubin.")
         var force = false

@@ -252,3 +252,22 @@ W4AX_SMALL_M(64, 4, 1, 2, false)
 W4AX_SMALL_M(64, 1, 2, 2, true)
 W4AX_SMALL_M(64, 2, 2, 4, false)
 W4AX_SMALL_M(64, 4, 2, 2, false)
+
+// The split-K epilogue of both large-M kernels (w4ax_gemm_sm90.cu, w4ax_gemm_sm80.cu), here
+// because this file is loaded on every GPU.
+// Y = bf16(partial), and partial back to zero: the split-K workspace stays zeroed between
+// uses, so no memset precedes the next GEMM. Four elements per thread.
+extern "C" __global__ void w4ax_split_k_finish(float* partial, __nv_bfloat16* Y, int count) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i + 4 <= count) {
+        const float4 v = *reinterpret_cast<const float4*>(partial + i);
+        *reinterpret_cast<float4*>(partial + i) = make_float4(0.f, 0.f, 0.f, 0.f);
+        reinterpret_cast<__nv_bfloat162*>(Y + i)[0] = __floats2bfloat162_rn(v.x, v.y);
+        reinterpret_cast<__nv_bfloat162*>(Y + i)[1] = __floats2bfloat162_rn(v.z, v.w);
+    } else {
+        for (int k = i; k < count; ++k) {
+            Y[k] = __float2bfloat16_rn(partial[k]);
+            partial[k] = 0.f;
+        }
+    }
+}

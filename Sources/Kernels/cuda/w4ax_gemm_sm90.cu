@@ -286,7 +286,7 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
 
 // Grid: (ceil(N / 128), ceil(M / 128), K splits); 384 threads; dynamic shared memory as
 // W4AxGemm.largeMSharedBytes. With one split Y is written directly; with more, `partial`
-// ([M, N] fp32, all zero) receives the sums and w4ax_split_k_finish writes Y.
+// ([M, N] fp32, all zero) receives the sums and w4ax_split_k_finish (w4ax_gemm.cu) writes Y.
 // Compiled for every target so that one source list serves all; only sm_90a has a body.
 extern "C" __global__ void __launch_bounds__(LM_THREADS, 1) w4ax_large_m_bs128(
     const uint4* W, const __half* scale_w, const int8_t* codes, const float* scale_a, __nv_bfloat16* Y, float* partial,
@@ -296,21 +296,4 @@ extern "C" __global__ void __launch_bounds__(LM_THREADS, 1) w4ax_large_m_bs128(
 #else
     __trap();
 #endif
-}
-
-// Y = bf16(partial), and partial back to zero: the split-K workspace stays zeroed between
-// uses, so no memset precedes the next GEMM. Four elements per thread.
-extern "C" __global__ void w4ax_split_k_finish(float* partial, __nv_bfloat16* Y, int count) {
-    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    if (i + 4 <= count) {
-        const float4 v = *reinterpret_cast<const float4*>(partial + i);
-        *reinterpret_cast<float4*>(partial + i) = make_float4(0.f, 0.f, 0.f, 0.f);
-        reinterpret_cast<__nv_bfloat162*>(Y + i)[0] = __floats2bfloat162_rn(v.x, v.y);
-        reinterpret_cast<__nv_bfloat162*>(Y + i)[1] = __floats2bfloat162_rn(v.z, v.w);
-    } else {
-        for (int k = i; k < count; ++k) {
-            Y[k] = __float2bfloat16_rn(partial[k]);
-            partial[k] = 0.f;
-        }
-    }
 }
