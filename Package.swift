@@ -83,7 +83,7 @@ let package = Package(
         ),
         // The model on the GPU for the engine: weights (FMPQ checkpoint, bf16, synthetic) and the
         // step runner over the paged KV cache.
-        .target(name: "GPUBackend", dependencies: ["Engine", "CUDA", "Kernels", "Model", "Quant", "CPUBackend", "CPUReference", "FMPQModel"]),
+        .target(name: "GPUBackend", dependencies: ["Engine", "CUDA", "Kernels", "Model", "Quant", "Sampling", "CPUBackend", "CPUReference", "FMPQModel"]),
         // Every GPU check (kernel against the CPU reference) and benchmark, runnable from the CLI.
         .target(name: "GPUChecks", dependencies: [
             "CUDA", "Kernels", "CPUReference", "CPUBackend", "Model", "Quant", "GPUBackend", "FMPQModel", "Engine", "Sampling",

@@ -22,6 +22,8 @@ final class EngineLoop: @unchecked Sendable {
     private var logits: [Float] = []
     /// [rows]: the runner's greedy tokens, for steps where every row is plain greedy.
     private var greedyTokens: [Int32] = []
+    /// [rows]: the runner's tokens, for steps sampled on its device.
+    private var deviceTokens: [SampledToken] = []
     private var lastBatchSize = 0
 
     init(
@@ -107,11 +109,27 @@ final class EngineLoop: @unchecked Sendable {
             return request.sampling.isPlainGreedy && request.topLogprobs == nil
         }
         let rows = output.chunks.reduce(0) { $0 + ($1.needsLogits ? 1 : 0) }
+        // Otherwise, where the runner samples on its device and no row asks for top-n
+        // log-probabilities, the rows' parameters go to it instead of the logits coming back.
+        let rowContexts = output.chunks.filter(\.needsLogits).map { contexts[$0.sequence.id] }
+        let onDevice = !greedy && runner.samplesOnDevice && rowContexts.allSatisfy { ($0?.request.topLogprobs ?? 0) == 0 }
         do {
             if greedy {
                 try runner.executeGreedy(output.stepSequences, tokens: &greedyTokens)
                 guard greedyTokens.count == rows else {
                     throw EngineError.runnerFailed("the runner returned \(greedyTokens.count) tokens for \(rows) rows")
+                }
+            } else if onDevice {
+                let samplingRows = rowContexts.map { context in
+                    guard let context else {  // cancelled meanwhile: any row will do
+                        return SamplingRow(parameters: .greedy, uniform: 0, penaltyCounts: [], wantsLogprob: false)
+                    }
+                    return context.sampler.deviceRow(
+                        history: context.sequence.tokens, vocabulary: vocabularySize, wantsLogprob: context.request.topLogprobs != nil)
+                }
+                try runner.executeSampled(output.stepSequences, rows: samplingRows, tokens: &deviceTokens)
+                guard deviceTokens.count == rows else {
+                    throw EngineError.runnerFailed("the runner returned \(deviceTokens.count) sampled tokens for \(rows) rows")
                 }
             } else {
                 try runner.execute(output.stepSequences, logits: &logits)
@@ -127,10 +145,13 @@ final class EngineLoop: @unchecked Sendable {
             return
         }
         scheduler.didRun(output)
-        let rowContexts = output.chunks.filter(\.needsLogits).map { contexts[$0.sequence.id] }
         if greedy {
             for (row, context) in rowContexts.enumerated() {
                 if let context { advance(context, SampledToken(token: greedyTokens[row])) }
+            }
+        } else if onDevice {
+            for (row, context) in rowContexts.enumerated() {
+                if let context { advance(context, deviceTokens[row]) }
             }
         } else {
             for (row, sampled) in sampleRows(rowContexts).enumerated() {

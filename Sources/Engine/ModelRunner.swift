@@ -42,6 +42,11 @@ public protocol ModelRunner: AnyObject {
     func execute(_ step: [StepSequence], logits: inout [Float]) throws
     /// See the extension's default.
     func executeGreedy(_ step: [StepSequence], tokens: inout [Int32]) throws
+    /// Whether `executeSampled` samples where the logits are (the GPU runner); the default is false,
+    /// and the engine then samples `execute`'s logits with each request's `Sampler`.
+    var samplesOnDevice: Bool { get }
+    /// See the extension's default.
+    func executeSampled(_ step: [StepSequence], rows: [SamplingRow], tokens: inout [SampledToken]) throws
 }
 
 extension ModelRunner {
@@ -54,5 +59,20 @@ extension ModelRunner {
         try execute(step, logits: &logits)
         let vocab = config.vocabularySize, rows = vocab > 0 ? logits.count / vocab : 0
         tokens = (0..<rows).map { Sampler.argmax(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
+    }
+
+    public var samplesOnDevice: Bool { false }
+
+    /// Runs one step and draws row i's token with `rows[i]` (ThresholdSampling's procedure; the
+    /// rows are the sequences with `needsLogits`, in order). This default computes the logits and
+    /// samples them on the CPU; the GPU runner overrides it and samples on the GPU.
+    public func executeSampled(_ step: [StepSequence], rows: [SamplingRow], tokens: inout [SampledToken]) throws {
+        var logits: [Float] = []
+        try execute(step, logits: &logits)
+        let vocab = config.vocabularySize
+        guard vocab > 0, logits.count == rows.count * vocab else {
+            throw EngineError.runnerFailed("the runner returned \(logits.count) logits for \(rows.count) sampled rows of \(vocab)")
+        }
+        tokens = rows.indices.map { ThresholdSampling.sample(Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]), rows[$0]).token }
     }
 }

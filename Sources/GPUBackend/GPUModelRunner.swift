@@ -4,6 +4,7 @@ import Engine
 import Kernels
 import Model
 import Quant
+import Sampling
 
 /// Sizes of a `GPUModelRunner`: the KV cache and the largest step.
 public struct GPURunnerOptions: Sendable, Equatable {
@@ -82,6 +83,8 @@ public final class GPUModelRunner: ModelRunner {
     let stagingDevice: DeviceBuffer<Int32>
     let logitsHost: PinnedBuffer<Float>
     let tokensHost: PinnedBuffer<Int32>
+    /// Sampling on the GPU, on the rank that computes logits.
+    let deviceSampler: DeviceSampler?
     let argmax: ArgmaxKernel
     /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
     private var tokenLengths: [Int32] = []
@@ -152,6 +155,7 @@ public final class GPUModelRunner: ModelRunner {
         stagingDevice = try context.allocate(Int32.self, count: stagingCount)
         logitsHost = try context.allocatePinned(Float.self, count: logitRows * config.vocabularySize)
         tokensHost = try context.allocatePinned(Int32.self, count: logitRows)
+        deviceSampler = (tensorParallelRank?.rank ?? 0) == 0 ? try DeviceSampler(library: library, maxRows: logitRows) : nil
 
         // The KV cache takes what is left.
         let bytesPerBlock = config.layerCount * config.kvHeadCount * kvBlockSize
@@ -209,6 +213,20 @@ public final class GPUModelRunner: ModelRunner {
         try context.copy(bytes: rows * 4, from: picked.pointer, toHost: UnsafeMutableRawPointer(tokensHost.baseAddress), on: stream)
         try stream.synchronize()
         tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
+    }
+
+    public var samplesOnDevice: Bool { deviceSampler != nil }
+
+    /// Samples each row on the GPU (DeviceSampler): parameters up, tokens down, no logits copy.
+    public func executeSampled(_ step: [StepSequence], rows: [SamplingRow], tokens: inout [SampledToken]) throws {
+        guard let deviceSampler else {
+            throw CUDAError.invalidArgument("this rank computes no logits: sample on rank 0")
+        }
+        let n = try forward(step)
+        guard n == rows.count else {
+            throw CUDAError.invalidArgument("\(rows.count) sampling rows for a step of \(n) rows with logits")
+        }
+        tokens = try deviceSampler.sample(scratch.logits.prefix(n * config.vocabularySize), vocab: config.vocabularySize, rows: rows, on: stream)
     }
 
     /// Runs decode steps (one token per sequence, all with logits) as CUDA graphs, one per batch

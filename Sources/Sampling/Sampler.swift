@@ -10,7 +10,8 @@ import Glibc
 ///     let next = sampler.sample(logits, history: tokensSoFar)
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
-    private var random: RandomSource
+    /// Module-internal: `deviceRow` draws from it too.
+    var random: RandomSource
     /// The penalized, then tempered, logits: [vocab].
     private var working: [Float] = []
     /// Token ids still in the running, most likely first once sorted.
@@ -18,7 +19,7 @@ public struct Sampler: Sendable {
     /// Their probabilities, parallel to `candidates`.
     private var probabilities: [Float] = []
     /// Occurrences of each token in the penalty window.
-    private var counts: [Int32: Int] = [:]
+    private var counts: [Int32: Int32] = [:]
     /// The penalized logits, kept for the chosen token's log-probability: [vocab].
     private var penalized: [Float] = []
 
@@ -193,9 +194,7 @@ public struct Sampler: Sendable {
     /// Repetition (multiplicative), frequency (per occurrence) and presence (once) penalties on the
     /// tokens of the penalty window.
     private mutating func applyPenalties(_ history: some BidirectionalCollection<Int32>) {
-        counts.removeAll(keepingCapacity: true)
-        let window = parameters.penaltyWindow == 0 ? history.count : parameters.penaltyWindow
-        for id in history.suffix(window) where id >= 0 && Int(id) < working.count { counts[id, default: 0] += 1 }
+        parameters.countPenalized(history, vocabulary: working.count, into: &counts)
         for (id, count) in counts {
             var logit = working[Int(id)]
             if parameters.repetitionPenalty != 1 {

@@ -1,5 +1,6 @@
 @testable import Engine
 import Model
+import Sampling
 import Synchronization
 
 /// A `ModelRunner` that runs `FakeModel` over a simulated paged KV cache: each step writes every
@@ -25,7 +26,13 @@ final class FakeRunner: ModelRunner, @unchecked Sendable {
     /// Called at the start of each step with its index; throwing fails the step.
     let beforeStep = Mutex<(@Sendable (Int) throws -> Void)?>(nil)
 
-    init(blockSize: Int = 4, blocks: Int = 64, maxStepTokens: Int = 32, maxStepSequences: Int = 8, contextLength: Int = 4096) {
+    /// Whether the engine should hand it sampling rows (as to the GPU runner); counted when it does.
+    let samplesOnDevice: Bool
+    let deviceSampledSteps = Mutex(0)
+
+    init(blockSize: Int = 4, blocks: Int = 64, maxStepTokens: Int = 32, maxStepSequences: Int = 8, contextLength: Int = 4096,
+         samplesOnDevice: Bool = false) {
+        self.samplesOnDevice = samplesOnDevice
         config = ModelConfig(vocabularySize: FakeModel.vocabulary, dim: 8, layerCount: 1, headCount: 1, kvHeadCount: 1,
                              headDim: 8, ffnDim: 8, ropeBase: 10_000, contextLength: contextLength, eosTokenID: FakeTokenizer.eos)
         kvBlockSize = blockSize
@@ -79,5 +86,14 @@ final class FakeRunner: ModelRunner, @unchecked Sendable {
             }
             logits += FakeModel.logits(after: context)
         }
+    }
+
+    /// The protocol's CPU procedure (ThresholdSampling), counted.
+    func executeSampled(_ step: [StepSequence], rows: [SamplingRow], tokens: inout [SampledToken]) throws {
+        deviceSampledSteps.withLock { $0 += 1 }
+        var logits: [Float] = []
+        try execute(step, logits: &logits)
+        let vocab = config.vocabularySize
+        tokens = rows.indices.map { ThresholdSampling.sample(Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]), rows[$0]).token }
     }
 }

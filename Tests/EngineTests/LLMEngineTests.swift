@@ -298,4 +298,32 @@ import Testing
         #expect(tight.statistics.preemptions > 0)
         await tight.shutdown()
     }
+
+    /// On a runner that samples where its logits are, sampled rows go to it as SamplingRows: the
+    /// tokens are ThresholdSampling's draws from each request's own generator (so a seed
+    /// reproduces them), and a request for top-n log-probabilities still gets the logits path.
+    @Test func sampledRowsGoToADeviceSamplingRunner() async throws {
+        let runner = FakeRunner(samplesOnDevice: true)
+        let engine = try makeEngine(runner)
+        let sampling = SamplingParameters(temperature: 0.9, topK: 20, topP: 0.9, presencePenalty: 0.5, seed: 7)
+        let prompt: [Int32] = [3, 1, 4, 1, 5]
+        let result = await collect(try engine.generate(GenerationRequest(
+            id: "d", prompt: prompt, sampling: sampling, maxTokens: 12, ignoreEndOfText: true, topLogprobs: 0)))
+        var sampler = Sampler(sampling)
+        var context = prompt
+        for token in result.tokens {
+            let row = sampler.deviceRow(history: context, vocabulary: FakeModel.vocabulary, wantsLogprob: true)
+            let expected = ThresholdSampling.sample(FakeModel.logits(after: context), row).token
+            #expect(token.token == expected.token)
+            #expect(abs((token.logprob?.logprob ?? .nan) - (expected.logprob ?? .infinity)) < 1e-6)
+            context.append(token.token)
+        }
+        #expect(result.tokens.count == 12 && runner.deviceSampledSteps.withLock { $0 } == 12)
+
+        let top = await collect(try engine.generate(GenerationRequest(
+            id: "t", prompt: prompt, sampling: sampling, maxTokens: 3, ignoreEndOfText: true, topLogprobs: 2)))
+        #expect(top.tokens.count == 3 && top.tokens.allSatisfy { $0.topLogprobs.count == 2 })
+        #expect(runner.deviceSampledSteps.withLock { $0 } == 12)
+        await engine.shutdown()
+    }
 }
