@@ -8,7 +8,7 @@ import Model
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: our figure and the baseline's from the same run, and their ratio (GPU kernels, decode steps, the serving engine, an HTTP server).",
-        subcommands: [Copy.self, Gemm.self, Attention.self, Decode.self, Throughput.self, ServeLoad.self])
+        subcommands: [Copy.self, Gemm.self, Attention.self, Sampling.self, Decode.self, Throughput.self, ServeLoad.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
@@ -117,6 +117,42 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(GemmBenchmark.table(rows, device: library.context.device.name))
+                return rows
+            }
+        }
+    }
+
+    struct Sampling: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sampling a step's rows on the GPU against the logits copied to the host and sampled on all cores.")
+
+        @Option(help: "Comma-separated row counts (sequences per step).")
+        var batch = "1,16,64,256"
+
+        @Option(help: "Vocabulary size (Llama-3: 128256).")
+        var vocab = 128_256
+
+        @Option(help: "Timed steps per row count (the median is reported).")
+        var iterations = 10
+
+        @Option(help: "Also write the rows as JSON to this file.")
+        var json: String?
+
+        @OptionGroup var gpu: GPUOptions
+
+        var batches: [Int] { batch.split(separator: ",").compactMap { Int($0) } }
+
+        func validate() throws {
+            guard vocab > 0, iterations > 0 else { throw ValidationError("--vocab and --iterations must be positive") }
+            guard !batches.isEmpty, batches.allSatisfy({ (1...4096).contains($0) }), batches.count == batch.split(separator: ",").count else {
+                throw ValidationError("--batch must be comma-separated row counts from 1 to 4096")
+            }
+        }
+
+        func run() throws {
+            try Bench.report(json: json) {
+                let rows = try SamplingBenchmark(library: gpu.makeLibrary(), iterations: iterations).run(batches: batches, vocab: vocab)
+                print(SamplingBenchmark.table(rows))
                 return rows
             }
         }
