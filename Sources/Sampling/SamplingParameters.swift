@@ -20,7 +20,9 @@ public struct SamplingParameters: Sendable, Equatable {
     public var presencePenalty: Float = 0
     /// How many of the most recent tokens the penalties look at (0: all of them).
     public var penaltyWindow = 64
-    /// Seed of the random draws: the same seed, logits and history give the same tokens.
+    /// Seed of the random draws: the same seed, logits and history give the same tokens on one kind
+    /// of runner. The GPU runner samples with ThresholdSampling's procedure (the same distribution,
+    /// walked in id order), so its tokens for a seed differ from the CPU runner's.
     public var seed: UInt64 = 0
 
     public init(
