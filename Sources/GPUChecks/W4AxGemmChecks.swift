@@ -69,26 +69,17 @@ enum W4AxGemmChecks {
     static let largeM = GPUCheck("w4ax_gemm.large_m") { env in
         let gemm = try W4AxGemm(library: env.library)
         guard gemm.hasLargeMKernel else { throw CheckSkipped("\(env.library.arch) has no wgmma") }
-        var cases = [
-            Case(m: 64, n: 128, k: 128, blockSize: 128, int8Blocks: 0),
-            Case(m: 128, n: 256, k: 1024, blockSize: 128, int8Blocks: 2),
-            Case(m: 129, n: 200, k: 600, blockSize: 128, int8Blocks: 1),
-            Case(m: 300, n: 4104, k: 512, blockSize: 128, int8Blocks: 4),
-            Case(m: 1000, n: 1000, k: 4096, blockSize: 128, int8Blocks: 5),
-            Case(m: 8192, n: 136, k: 384, blockSize: 128, int8Blocks: 0),
-        ]
-        cases.append(.random(m: 64...2000, n: 1...600, blockSize: 128, using: &env.random))
-        for c in cases { try check(gemm, c, format: .tiled, env: &env) }
-        let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
-        guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
-        return cases.map(\.description).joined(separator: "; ") + "; K splits \(split)"
+        return try checkLargeM(gemm, format: .tiled, env: &env)
     }
 
     /// The sm_8x kernel (INT4 tensor cores), forced on any GPU: on Hopper its s4 mma is emulated,
-    /// so this proves the results, not the speed. Same shape classes as large_m, from the
-    /// 33-token threshold.
+    /// so this proves the results, not the speed. The large_m shapes, from the 33-token threshold.
     static let mmaSyncLargeM = GPUCheck("w4ax_gemm.mma_sync_large_m") { env in
-        let gemm = try W4AxGemm(library: env.library, forceMmaSync: true)
+        try checkLargeM(W4AxGemm(library: env.library, forceMmaSync: true), format: .packedSplitK, env: &env)
+    }
+
+    /// Both large-M kernels on the same shape classes, unsplit and split-K; some case must split.
+    static func checkLargeM(_ gemm: W4AxGemm, format: Format, env: inout GPUCheckEnvironment) throws -> String {
         var cases = [
             Case(m: 33, n: 16, k: 128, blockSize: 128, int8Blocks: 0),
             Case(m: 64, n: 128, k: 256, blockSize: 128, int8Blocks: 2),
@@ -100,10 +91,11 @@ enum W4AxGemmChecks {
         ]
         cases.append(.random(m: 33...2000, n: 1...600, blockSize: 128, using: &env.random))
         for c in cases {
-            guard gemm.prefersMmaSyncLargeM(tokens: c.m, layout: try FMPQLayout(inputChannels: c.k, blockSize: 128, int8Blocks: c.int8Blocks)) else {
-                throw CheckFailure("\(c) would not take the mma.sync large-M kernel")
+            let layout = try FMPQLayout(inputChannels: c.k, blockSize: 128, int8Blocks: c.int8Blocks)
+            guard format == .tiled ? gemm.prefersTiled(tokens: c.m, layout: layout) : gemm.prefersMmaSyncLargeM(tokens: c.m, layout: layout) else {
+                throw CheckFailure("\(c) would not take the large-M kernel")
             }
-            try check(gemm, c, format: .packedSplitK, env: &env)
+            try check(gemm, c, format: format, env: &env)
         }
         let split = cases.map { gemm.splitK(outputs: $0.n, tokens: $0.m, blocks: ($0.k + 127) / 128) }
         guard split.contains(where: { $0 > 1 }) else { throw CheckFailure("no case exercised split-K: \(split)") }
