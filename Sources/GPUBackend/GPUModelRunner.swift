@@ -215,7 +215,10 @@ public final class GPUModelRunner: ModelRunner {
         tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
     }
 
-    public var samplesOnDevice: Bool { deviceSampler != nil }
+    /// Whether sampled (non-greedy) steps are sampled on the GPU; off, the engine copies the logits
+    /// and samples with each request's CPU `Sampler`.
+    public var usesDeviceSampling = true
+    public var samplesOnDevice: Bool { usesDeviceSampling && deviceSampler != nil }
 
     /// Samples each row on the GPU (DeviceSampler): parameters up, tokens down, no logits copy.
     public func executeSampled(_ step: [StepSequence], rows: [SamplingRow], tokens: inout [SampledToken]) throws {
