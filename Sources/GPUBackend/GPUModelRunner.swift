@@ -215,9 +215,11 @@ public final class GPUModelRunner: ModelRunner {
         tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
     }
 
-    /// Whether sampled (non-greedy) steps are sampled on the GPU; off, the engine copies the logits
-    /// and samples with each request's CPU `Sampler`.
-    public var usesDeviceSampling = true
+    /// Whether sampled (non-greedy) steps are sampled on the GPU (DeviceSampler); off, the engine
+    /// copies the logits and samples with each request's CPU `Sampler`. Off by default until the
+    /// GPU check `sampling.device` has passed on a device: the kernel was written and checked on the
+    /// CPU (ThresholdSampling, engine tests) in a session that got no GPU for it.
+    public var usesDeviceSampling = false
     public var samplesOnDevice: Bool { usesDeviceSampling && deviceSampler != nil }
 
     /// Samples each row on the GPU (DeviceSampler): parameters up, tokens down, no logits copy.
