@@ -46,9 +46,11 @@ public struct SamplingBenchmark {
         let history = (0..<64).map { _ in Int32.random(in: 0..<Int32(vocab), using: &random) }
 
         return try batches.map { rows in
-            var samplers = (0..<rows).map { Sampler(SamplingParameters(
-                temperature: Self.parameters.temperature, topP: Self.parameters.topP,
-                repetitionPenalty: Self.parameters.repetitionPenalty, seed: UInt64($0))) }
+            var samplers = (0..<rows).map { row in
+                var parameters = Self.parameters
+                parameters.seed = UInt64(row)
+                return Sampler(parameters)
+            }
             // The penalties compound over iterations on the device copy; the speed does not depend on it.
             let gpu = try wallMilliseconds(iterations) {
                 let sampling = samplers.indices.map { samplers[$0].deviceRow(history: history, vocabulary: vocab, wantsLogprob: false) }

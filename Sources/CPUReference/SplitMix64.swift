@@ -1,3 +1,5 @@
+import Glibc
+
 /// A small, fast, seedable generator (SplitMix64). Checks draw fresh inputs from a random
 /// seed each run and print it, so any failure can be replayed with the same seed.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
@@ -34,4 +36,13 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     public mutating func int8s(_ count: Int) -> [Int8] {
         bytes(count).map { Int8(bitPattern: $0) }
     }
+
+    /// A standard normal sample (Box–Muller).
+    public mutating func gaussian() -> Float {
+        let u1 = Double.random(in: Double.ulpOfOne...1, using: &self)
+        let u2 = Double.random(in: 0..<1, using: &self)
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+
+    public mutating func gaussians(_ count: Int) -> [Float] { (0..<count).map { _ in gaussian() } }
 }

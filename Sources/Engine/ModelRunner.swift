@@ -73,6 +73,6 @@ extension ModelRunner {
         guard vocab > 0, logits.count == rows.count * vocab else {
             throw EngineError.runnerFailed("the runner returned \(logits.count) logits for \(rows.count) sampled rows of \(vocab)")
         }
-        tokens = rows.indices.map { ThresholdSampling.sample(Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]), rows[$0]).token }
+        tokens = ThresholdSampling.sampleRows(logits, vocab: vocab, rows: rows)
     }
 }

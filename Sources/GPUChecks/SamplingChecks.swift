@@ -1,7 +1,6 @@
 import CPUReference
 import CUDA
 import GPUBackend
-import Glibc
 import Kernels
 import Sampling
 
@@ -63,7 +62,7 @@ enum SamplingChecks {
             var rows: [SamplingRow] = []
             for r in 0..<rowCount {
                 let sigma = Float.random(in: 1...5, using: &env.random)
-                var row = (0..<vocab).map { _ in normal(&env.random) * sigma }
+                var row = env.random.gaussians(vocab).map { $0 * sigma }
                 if r % 3 == 0 { for _ in 0..<5 { row[Int.random(in: 0..<vocab, using: &env.random)] += 4 * sigma } }
                 logits += row
                 let history = (0..<40).map { _ in Int32.random(in: 0..<Int32(min(vocab, 300)), using: &env.random) }
@@ -99,11 +98,5 @@ enum SamplingChecks {
         }
         guard ambiguous * 4 <= total else { throw CheckFailure("\(ambiguous) of \(total) rows too close to call") }
         return "\(total) rows (vocab 1000 and 128256, \(settings.count) parameter sets), \(ambiguous) within the rounding margin"
-    }
-
-    /// A standard normal value (Box-Muller).
-    static func normal(_ random: inout SplitMix64) -> Float {
-        let u = Float.random(in: Float.ulpOfOne..<1, using: &random), v = Float.random(in: 0..<1, using: &random)
-        return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
     }
 }

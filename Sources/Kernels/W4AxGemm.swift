@@ -18,7 +18,6 @@ public struct W4AxGemm: Sendable {
     /// Both large-M kernels' split-K epilogue.
     let splitKFinish: KernelFunction
     public var hasLargeMKernel: Bool { largeM != nil }
-    public var hasMmaSyncLargeMKernel: Bool { mmaSyncLargeM != nil }
 
     /// Shared memory of the mma.sync large-M kernel: 3 stages of 8 KiB of weights, 16 KiB of
     /// activation codes, 256 bytes of weight and 512 of activation scales (w4ax_gemm_sm80.cu).
@@ -191,7 +190,7 @@ extension W4AxGemm {
         -> (splits: Int, perSplit: Int, partial: DeviceBuffer<Float>?)
     {
         var splits = splitK(outputs: outputs, tokens: tokens, blocks: blocks)
-        if workspace == nil || workspace!.count < tokens * outputs { splits = 1 }
+        if (workspace?.count ?? 0) < tokens * outputs { splits = 1 }
         let perSplit = (blocks + splits - 1) / splits
         splits = (blocks + perSplit - 1) / perSplit
         return (splits, perSplit, splits > 1 ? workspace : nil)

@@ -195,14 +195,7 @@ public struct Sampler: Sendable {
     /// tokens of the penalty window.
     private mutating func applyPenalties(_ history: some BidirectionalCollection<Int32>) {
         parameters.countPenalized(history, vocabulary: working.count, into: &counts)
-        for (id, count) in counts {
-            var logit = working[Int(id)]
-            if parameters.repetitionPenalty != 1 {
-                logit = logit > 0 ? logit / parameters.repetitionPenalty : logit * parameters.repetitionPenalty
-            }
-            logit -= parameters.frequencyPenalty * Float(count) + parameters.presencePenalty
-            working[Int(id)] = logit
-        }
+        for (id, count) in counts { working[Int(id)] = parameters.penalized(working[Int(id)], occurrences: count) }
     }
 }
 

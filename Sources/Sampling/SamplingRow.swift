@@ -19,6 +19,15 @@ public struct SamplingRow: Sendable {
 }
 
 extension SamplingParameters {
+    /// `logit` of a token seen `occurrences` times in the penalty window, penalized: repetition
+    /// (divides a positive logit, multiplies a negative one), then frequency and presence. The
+    /// fp32 operations apply_penalties (sampling.cu) does too.
+    public func penalized(_ logit: Float, occurrences: Int32) -> Float {
+        var logit = logit
+        if repetitionPenalty != 1 { logit = logit > 0 ? logit / repetitionPenalty : logit * repetitionPenalty }
+        return logit - (frequencyPenalty * Float(occurrences) + presencePenalty)
+    }
+
     /// Occurrences of each token of `history`'s penalty window (the last `penaltyWindow` tokens, all
     /// when 0), ids outside 0 ..< vocabulary skipped; into `counts`, which is emptied first.
     public func countPenalized(_ history: some BidirectionalCollection<Int32>, vocabulary: Int, into counts: inout [Int32: Int32]) {

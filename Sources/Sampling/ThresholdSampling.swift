@@ -9,22 +9,24 @@ import Glibc
 /// their mass (fp64). So for one seed the two procedures pick different tokens: `Sampler` walks
 /// most-likely-first.
 public enum ThresholdSampling {
-    /// The token for `row` from `logits` ([vocab], before penalties), its log-probability under the
-    /// penalized logits when asked for, and the smallest relative margin of any decision (how
-    /// close the uniform or a filter came to flipping it: rows under ~1e-5 may differ on a GPU,
-    /// whose expf and summation order differ in the last bits).
-    /// `logits` after the row's penalties: the fp32 operations of Sampler (and apply_penalties).
+    /// `logits` after the row's penalties (SamplingParameters.penalized).
     public static func penalized(_ logits: [Float], _ row: SamplingRow) -> [Float] {
-        let p = row.parameters
         var w = logits
         for (id, count) in row.penaltyCounts where id >= 0 && Int(id) < w.count {
-            var logit = w[Int(id)]
-            if p.repetitionPenalty != 1 { logit = logit > 0 ? logit / p.repetitionPenalty : logit * p.repetitionPenalty }
-            w[Int(id)] = logit - (p.frequencyPenalty * Float(count) + p.presencePenalty)
+            w[Int(id)] = row.parameters.penalized(w[Int(id)], occurrences: count)
         }
         return w
     }
 
+    /// Each row's token from `logits` ([rows.count, vocab], before penalties).
+    public static func sampleRows(_ logits: [Float], vocab: Int, rows: [SamplingRow]) -> [SampledToken] {
+        rows.indices.map { sample(Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]), rows[$0]).token }
+    }
+
+    /// The token for `row` from `logits` ([vocab], before penalties), its log-probability under the
+    /// penalized logits when asked for, and the smallest relative margin of any decision (how
+    /// close the uniform or a filter came to flipping it: rows under ~1e-5 may differ on a GPU,
+    /// whose expf and summation order differ in the last bits).
     public static func sample(_ logits: [Float], _ row: SamplingRow) -> (token: SampledToken, margin: Double) {
         let p = row.parameters
         let w = penalized(logits, row)

@@ -93,7 +93,6 @@ final class FakeRunner: ModelRunner, @unchecked Sendable {
         deviceSampledSteps.withLock { $0 += 1 }
         var logits: [Float] = []
         try execute(step, logits: &logits)
-        let vocab = config.vocabularySize
-        tokens = rows.indices.map { ThresholdSampling.sample(Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]), rows[$0]).token }
+        tokens = ThresholdSampling.sampleRows(logits, vocab: config.vocabularySize, rows: rows)
     }
 }

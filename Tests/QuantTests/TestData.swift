@@ -8,17 +8,6 @@ func freshGenerator() -> (random: SplitMix64, seed: UInt64) {
     return (SplitMix64(seed: seed), seed)
 }
 
-extension SplitMix64 {
-    /// A standard normal sample (Box–Muller).
-    mutating func gaussian() -> Float {
-        let u1 = Double.random(in: Double.ulpOfOne...1, using: &self)
-        let u2 = Double.random(in: 0..<1, using: &self)
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
-    }
-
-    mutating func gaussians(_ count: Int) -> [Float] { (0..<count).map { _ in gaussian() } }
-}
-
 /// Activations [tokens, channels] with `outliers` planted channels `factor` times larger than
 /// the rest, as LLM activations have (a few channels carry most of the magnitude).
 func activationsWithOutliers(tokens: Int, channels: Int, outliers: [Int], factor: Float, using random: inout SplitMix64) -> [Float] {
