@@ -102,7 +102,7 @@ public enum ModelQuantizer {
                     // The budget's block count, but on the channels in their original order.
                     let chosen = try FMPQPermutation(statistics: observed.statistics, criterion: recipe.criterion,
                                                      budget: recipe.budget, blockSize: recipe.blockSize)
-                    permutation = FMPQPermutation.identity(layout: chosen.layout)
+                    permutation = FMPQPermutation.identity(layout: try chosen.layout.clippingInt4(recipe.int4Clip))
                     switch recipe.weightMethod {
                     case .rtn:
                         int4 = try Int4Weights(roundingToNearest: weights, outputs: shape.outDim, layout: permutation.layout)

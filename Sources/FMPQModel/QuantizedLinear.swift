@@ -50,7 +50,7 @@ public struct QuantizedLinear: Sendable {
                 let bits = layout.isInt8(block: b) ? 8 : 4
                 var absmax: Float = 0
                 for i in 0..<bs { absmax = max(absmax, abs(block[i])) }
-                let scale = SymmetricQuantizer.scale(absmax: absmax, bits: bits)
+                let scale = SymmetricQuantizer.scale(absmax: absmax, bits: bits, clip: layout.clip(block: b))
                 for i in 0..<bs { block[i] = Float(SymmetricQuantizer.code(block[i], scale: scale, bits: bits)) * scale }
             }
         }

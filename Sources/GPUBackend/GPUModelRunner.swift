@@ -44,10 +44,11 @@ public struct GPURunnerOptions: Sendable, Equatable {
 ///                 x += Wdown · quant(perm(swiglu(Wgu · quant(perm(rmsnorm(x))))))
 ///     logits = lm_head(rmsnorm(x[last token of each sequence]))    fp32 on the host
 ///
-/// NOTES: prefill attention reuses the decode kernel with one query row per token, each with its
-/// own causal length (position + 1) over its sequence's block table; this is exact and attends to
-/// cached prefixes for free, but re-reads the prefix's KV for each query token (a tensor-core flash
-/// prefill kernel is the planned replacement).
+/// NOTES: attention has one query row per token, each with its own causal length (position + 1)
+/// over its sequence's block table, so prefill attends to cached prefixes for free. On KV4 the
+/// tensor-core kernel takes a prefill's rows in query tiles (`DecodeAttentionKernel.QueryTiles`:
+/// 16 / group consecutive tokens per CTA, 4 for Llama-3's group of 4), so each KV byte it stages
+/// serves that many query tokens; decode rows are tiles of one, the decode kernel as it was.
 public final class GPUModelRunner: ModelRunner {
     public let config: ModelConfig
     public let kvBlockSize: Int
@@ -88,6 +89,9 @@ public final class GPUModelRunner: ModelRunner {
     let argmax: ArgmaxKernel
     /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
     private var tokenLengths: [Int32] = []
+    /// Per attention launch of the current step: its query tiles in the staged tile list, or nil
+    /// when every tile is one row (decode: the plain per-row launch).
+    private var launchTiles: [Range<Int>?] = []
 
     /// Under tensor parallelism: this runner is rank `rank` of `group`, its weights that rank's
     /// share (`config` is the shard's), and o and down are summed over the ranks.
@@ -150,7 +154,7 @@ public final class GPUModelRunner: ModelRunner {
         let logitRows = (tensorParallelRank?.rank ?? 0) == 0 ? maxStepSequences : 1
         scratch = try Scratch(weights: weights, tokens: maxStepTokens, logitRows: logitRows,
                               contextLength: contextLength, context: context)
-        let stagingCount = 5 * maxStepTokens + maxStepTokens * maxBlocksPerSequence
+        let stagingCount = 7 * maxStepTokens + maxStepTokens * maxBlocksPerSequence
         staging = try context.allocatePinned(Int32.self, count: stagingCount)
         stagingDevice = try context.allocate(Int32.self, count: stagingCount)
         logitsHost = try context.allocatePinned(Float.self, count: logitRows * config.vocabularySize)
@@ -287,6 +291,7 @@ public final class GPUModelRunner: ModelRunner {
         let lengths = stagingDevice.slice(3 * tokens, count: tokens)
         let rows = stagingDevice.slice(4 * tokens, count: logitRows)
         let tables = stagingDevice.slice(4 * tokens + logitRows, count: tokens * maxBlocksPerSequence)
+        let tileList = stagingDevice.slice(4 * tokens + logitRows + tokens * maxBlocksPerSequence, count: 2 * tokens)
 
         let x = s.residual.prefix(tokens * c.dim), projected = s.projected.prefix(tokens * c.dim)
         let qkv = s.qkv.prefix(tokens * qkvDim), q = s.q.prefix(tokens * qDim), attended = s.attended.prefix(tokens * qDim)
@@ -298,7 +303,8 @@ public final class GPUModelRunner: ModelRunner {
             if let bias = layer.qkvBias { try ops.biasAdd(qkv, bias: bias, on: stream) }
             try rope(qkv: qkv, positions: positions, slots: slots, cos: cosTable, sin: sinTable,
                      adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, cache: caches[l], qOut: q, on: stream)
-            try attend(q, cache: caches[l], tables: tables, lengths: lengths, tokens: tokens, maxLength: maxLength, into: attended)
+            try attend(q, cache: caches[l], tables: tables, lengths: lengths, tileList: tileList, tokens: tokens,
+                       maxLength: maxLength, into: attended)
             try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)
             try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
@@ -322,7 +328,8 @@ public final class GPUModelRunner: ModelRunner {
     }
 
     /// Checks the step and writes its integer inputs into `staging`, then uploads them:
-    /// [ids T][positions T][slots T][causal lengths T][logit rows S][block tables T x maxBlocks].
+    /// [ids T][positions T][slots T][causal lengths T][logit rows S][block tables T x maxBlocks]
+    /// [attention query tiles, up to 2T].
     /// Returns T and S (the rows that need logits). Only the first `checked` sequences are checked
     /// against the cache (the rest are the runner's own padding rows on the spare block).
     private func stage(_ step: [StepSequence], checked: Int) throws -> (tokens: Int, logitRows: Int) {
@@ -373,16 +380,43 @@ public final class GPUModelRunner: ModelRunner {
                 row += 1
             }
         }
-        let count = 4 * tokens + logitRows + tokens * width
+        let tiles = stageQueryTiles(step, tokens: tokens, into: tables + tokens * width)
+        let count = 4 * tokens + logitRows + tokens * width + 2 * tiles
         try context.copy(bytes: count * 4, fromHost: UnsafeRawPointer(p), to: stagingDevice.pointer, on: stream)
         return (tokens, logitRows)
+    }
+
+    /// Writes the attention query tiles of each launch window (`attentionRowsPerLaunch` rows; tile
+    /// rows relative to the window) at `out` and records them in `launchTiles`. Returns the tiles.
+    private func stageQueryTiles(_ step: [StepSequence], tokens: Int, into out: UnsafeMutablePointer<Int32>) -> Int {
+        let window = Self.attentionRowsPerLaunch
+        launchTiles.removeAll(keepingCapacity: true)
+        let rowsPerTile = DecodeAttentionKernel.queryRowsPerTile(
+            format: caches[0].format, qHeads: config.headCount, kvHeads: config.kvHeadCount)
+        var tiles = 0, first = 0, sequence = 0, multiRow = false
+        for start in stride(from: 0, to: tokens, by: window) {
+            let end = min(start + window, tokens), windowFirst = tiles
+            while first < end {  // the step's sequences, cut at window edges
+                let rows = step[sequence].tokens.count, last = first + rows
+                let cut = max(first, start)..<min(last, end)
+                multiRow = multiRow || (cut.count > 1 && rowsPerTile > 1)
+                tiles = DecodeAttentionKernel.appendQueryTiles(
+                    rows: (cut.lowerBound - start)..<(cut.upperBound - start), rowsPerTile: rowsPerTile, into: out, at: tiles)
+                if last > end { break }
+                first = last
+                sequence += 1
+            }
+            launchTiles.append(multiRow ? windowFirst..<tiles : nil)
+            multiRow = false
+        }
+        return tiles
     }
 
     /// Causal attention of each token's query over its sequence's cached positions 0...position,
     /// in launches of at most `attentionRowsPerLaunch` query rows.
     private func attend(
         _ q: DeviceBuffer<BFloat16>, cache: PagedKVCache, tables: DeviceBuffer<Int32>, lengths: DeviceBuffer<Int32>,
-        tokens: Int, maxLength: Int?, into out: DeviceBuffer<BFloat16>
+        tileList: DeviceBuffer<Int32>, tokens: Int, maxLength: Int?, into out: DeviceBuffer<BFloat16>
     ) throws {
         let c = config, qDim = c.headCount * c.headDim, width = maxBlocksPerSequence
         var start = 0
@@ -390,10 +424,13 @@ public final class GPUModelRunner: ModelRunner {
             let n = min(Self.attentionRowsPerLaunch, tokens - start)
             var longest = Int32(maxLength ?? 1)
             if maxLength == nil { for i in start..<(start + n) { longest = max(longest, tokenLengths[i]) } }
+            let tiles = launchTiles[start / Self.attentionRowsPerLaunch].map {
+                DecodeAttentionKernel.QueryTiles(tiles: tileList.slice(2 * $0.lowerBound, count: 2 * $0.count), count: $0.count)
+            }
             try attention(
                 q: q.slice(start * qDim, count: n * qDim), cache: cache, blockTable: tables.slice(start * width, count: n * width),
                 maxPages: width, lengths: lengths.slice(start, count: n), maxLength: Int(longest), qHeads: c.headCount,
-                softmaxScale: 1 / Float(c.headDim).squareRoot(), workspace: scratch.attentionWorkspace,
+                softmaxScale: 1 / Float(c.headDim).squareRoot(), queryTiles: tiles, workspace: scratch.attentionWorkspace,
                 into: out.slice(start * qDim, count: n * qDim), on: stream)
             start += n
         }

@@ -14,15 +14,16 @@ enum FMPQQuantizeChecks {
     static let all = [rmsNorm, swiGLU, permuted]
 
     struct Case: CustomStringConvertible {
-        var m: Int, k: Int, blockSize: Int, int8Blocks: Int
-        var description: String { "M\(m) K\(k) bs\(blockSize) a8=\(int8Blocks)" }
+        var m: Int, k: Int, blockSize: Int, int8Blocks: Int, int4Clip: Float = 1
+        var description: String { "M\(m) K\(k) bs\(blockSize) a8=\(int8Blocks)" + (int4Clip < 1 ? " clip \(int4Clip)" : "") }
+        var layout: FMPQLayout { get throws { try FMPQLayout(inputChannels: k, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip) } }
     }
 
     static let cases = [
         Case(m: 1, k: 576, blockSize: 128, int8Blocks: 1),
-        Case(m: 7, k: 4096, blockSize: 128, int8Blocks: 5),
-        Case(m: 130, k: 1024, blockSize: 128, int8Blocks: 2),  // two token tiles, the second mostly padding
-        Case(m: 33, k: 1000, blockSize: 64, int8Blocks: 3),
+        Case(m: 7, k: 4096, blockSize: 128, int8Blocks: 5, int4Clip: 0.8),  // A4 scales clipped (saturated codes)
+        Case(m: 130, k: 1024, blockSize: 128, int8Blocks: 2, int4Clip: 0.85),  // two token tiles, the second mostly padding
+        Case(m: 33, k: 1000, blockSize: 64, int8Blocks: 3, int4Clip: 0.7),
         Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // 56 KiB row: opt-in shared memory
         Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // 112 KiB row (Llama-3-70B FFN)
     ]
@@ -30,7 +31,7 @@ enum FMPQQuantizeChecks {
     static let rmsNorm = GPUCheck("fmpq_quantize.rmsnorm") { env in
         let kernels = try FMPQQuantize(library: env.library)
         for c in cases {
-            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let layout = try c.layout
             let x = bf16Values(c.m * c.k, columns: c.k, using: &env.random)
             let gamma = (0..<c.k).map { _ in Float.random(in: 0.5...1.5, using: &env.random) }
             let permutation = randomPermutation(c.k, using: &env.random)
@@ -48,7 +49,7 @@ enum FMPQQuantizeChecks {
     static let swiGLU = GPUCheck("fmpq_quantize.swiglu") { env in
         let kernels = try FMPQQuantize(library: env.library)
         for c in cases {
-            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let layout = try c.layout
             let gateUp = bf16Values(c.m * 2 * c.k, columns: 2 * c.k, using: &env.random)
             let permutation = randomPermutation(c.k, using: &env.random)
             let expected = try ActivationQuantization.swiGLU(gateUp, tokens: c.m, permutation: permutation, layout: layout)
@@ -65,7 +66,7 @@ enum FMPQQuantizeChecks {
     static let permuted = GPUCheck("fmpq_quantize.permute") { env in
         let kernels = try FMPQQuantize(library: env.library)
         for c in cases {
-            let layout = try FMPQLayout(inputChannels: c.k, blockSize: c.blockSize, int8Blocks: c.int8Blocks)
+            let layout = try c.layout
             let x = bf16Values(c.m * c.k, columns: c.k, using: &env.random)
             let permutation = randomPermutation(c.k, using: &env.random)
             let expected = try ActivationQuantization.permuted(x, tokens: c.m, permutation: permutation, layout: layout)

@@ -2,7 +2,7 @@ import CUDA
 import Quant
 
 /// attention_decode.cu: one query token per sequence against its paged KV cache, GQA, split
-/// over long contexts and merged exactly.
+/// over long contexts and merged exactly; with `QueryTiles`, causal prefill attention too.
 public struct DecodeAttentionKernel: Sendable {
     struct Variant: Hashable, Sendable { let format: PagedKVCache.Format, headDim: Int, headsPerCTA: Int }
     let functions: KernelVariants<Variant>
@@ -96,6 +96,40 @@ public struct DecodeAttentionKernel: Sendable {
         return Self.tensorCoreSplitLengths.min { cost($0) < cost($1) }!
     }
 
+    /// Consecutive query rows of one sequence that the KV4 tensor-core kernel takes in one CTA
+    /// (prefill: 16 M rows = rowsPerTile tokens x the CTA's heads); 1 where it cannot (bf16
+    /// caches, groups over 16).
+    public static func queryRowsPerTile(format: PagedKVCache.Format, qHeads: Int, kvHeads: Int) -> Int {
+        let group = qHeads / kvHeads
+        return usesTensorCores(format: format, group: group) ? max(1, 16 / min(group, 16)) : 1
+    }
+
+    /// The query tiles of a prefill launch, as the kernel reads them: pairs (first row, count)
+    /// in `tiles` ([2 * count] Int32). Build them with `appendQueryTiles`.
+    public struct QueryTiles {
+        public var tiles: DeviceBuffer<Int32>
+        public var count: Int
+        public init(tiles: DeviceBuffer<Int32>, count: Int) {
+            self.tiles = tiles
+            self.count = count
+        }
+    }
+
+    /// Writes the tiles of query rows `rows` (consecutive positions of one sequence, sharing its
+    /// block-table row) at `out[2 * index...]`: runs of at most `rowsPerTile` rows. Returns the
+    /// index after the last tile written.
+    public static func appendQueryTiles(rows: Range<Int>, rowsPerTile: Int, into out: UnsafeMutablePointer<Int32>, at index: Int) -> Int {
+        var index = index, first = rows.lowerBound
+        while first < rows.upperBound {
+            let count = min(rowsPerTile, rows.upperBound - first)
+            out[2 * index] = Int32(first)
+            out[2 * index + 1] = Int32(count)
+            index += 1
+            first += count
+        }
+        return index
+    }
+
     /// Floats of workspace a call with these sizes may need.
     public static func workspaceCount(sequences: Int, qHeads: Int, headDim: Int, maxLength: Int) -> Int {
         let splits = max(1, (maxLength + splitLengths.last! - 1) / splitLengths.last!)
@@ -106,10 +140,13 @@ public struct DecodeAttentionKernel: Sendable {
     ///   - q: [sequences, qHeads, headDim] bf16.
     ///   - blockTable: [sequences, maxPages] page ids; lengths: [sequences] tokens cached.
     ///   - maxLength: an upper bound of `lengths` (known to the scheduler), to size the splits.
+    ///   - queryTiles: for prefill, groups of consecutive rows of one sequence (rows are then
+    ///     query tokens; each tile's rows read its first row's block table) that one CTA takes
+    ///     together on the KV4 tensor-core kernel. Other kernels ignore it (the result is the same).
     ///   - out: [sequences, qHeads, headDim] bf16.
     public func callAsFunction(
         q: DeviceBuffer<BFloat16>, cache: PagedKVCache, blockTable: DeviceBuffer<Int32>, maxPages: Int,
-        lengths: DeviceBuffer<Int32>, maxLength: Int, qHeads: Int, softmaxScale: Float,
+        lengths: DeviceBuffer<Int32>, maxLength: Int, qHeads: Int, softmaxScale: Float, queryTiles: QueryTiles? = nil,
         workspace: DeviceBuffer<Float>, into out: DeviceBuffer<BFloat16>, on stream: CUDAStream
     ) throws {
         let sequences = lengths.count, d = cache.headDim
@@ -123,22 +160,36 @@ public struct DecodeAttentionKernel: Sendable {
         let tensorCores = Self.usesTensorCores(format: cache.format, group: group)
         let perCTA = tensorCores ? min(group, 16) : Self.headsPerCTA(group: group)
         let ctasPerSequence = cache.kvHeads * group / perCTA
-        let split = splitLength(sequences: sequences, ctasPerSequence: ctasPerSequence, maxLength: maxLength, tensorCores: tensorCores)
+        let tiles = tensorCores ? queryTiles : nil
+        if let tiles, !(1...sequences).contains(tiles.count) || tiles.tiles.count < 2 * tiles.count {
+            throw CUDAError.invalidArgument("decode attention: \(tiles.count) query tiles in \(tiles.tiles.count) values for \(sequences) rows")
+        }
+        let ctaRows = tiles?.count ?? sequences
+        let split = splitLength(sequences: ctaRows, ctasPerSequence: ctasPerSequence, maxLength: maxLength, tensorCores: tensorCores)
         let splits = max(1, (maxLength + split - 1) / split)
         let partials = splits * sequences * qHeads
         guard workspace.count >= partials * (d + 2) else {
             throw CUDAError.invalidArgument("decode attention: workspace of \(workspace.count) floats, need \(partials * (d + 2))")
         }
         let partOut = workspace.pointer, partML = workspace.pointer(at: partials * d)
-        let function = tensorCores
-            ? tensorCoreKV4[TensorCoreVariant(headDim: d, heads: perCTA > 8 ? 16 : 8, stages: tuning.stages)]
-            : functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)]
-        let sharedBytes = tensorCores ? Self.tensorCoreSharedBytes(headDim: d, stages: tuning.stages) : 0
-        try function.launch(
-            grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), sharedMemoryBytes: sharedBytes, on: stream,
-            q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,
-            blockTable.pointer, Int32(maxPages), lengths.pointer, Int32(cache.kvHeads), Int32(group),
-            Int32(cache.pageSize), softmaxScale, Int32(split), partOut, partML)
+        if tensorCores {
+            // M rows in use per CTA: its heads, times the rows of a tile when tiled.
+            let mRows = perCTA * (tiles == nil ? 1 : Self.queryRowsPerTile(format: cache.format, qHeads: qHeads, kvHeads: cache.kvHeads))
+            let function = tensorCoreKV4[TensorCoreVariant(headDim: d, heads: mRows > 8 ? 16 : 8, stages: tuning.stages)]
+            try function.launch(
+                grid: Dim3(ctasPerSequence, ctaRows, splits), block: Dim3(128),
+                sharedMemoryBytes: Self.tensorCoreSharedBytes(headDim: d, stages: tuning.stages), on: stream,
+                q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,
+                blockTable.pointer, Int32(maxPages), lengths.pointer, Int32(cache.kvHeads), Int32(group),
+                Int32(cache.pageSize), softmaxScale, Int32(split), partOut, partML, tiles?.tiles.pointer ?? DevicePointer(0),
+                Int32(sequences))
+        } else {
+            try functions[Variant(format: cache.format, headDim: d, headsPerCTA: perCTA)].launch(
+                grid: Dim3(ctasPerSequence, sequences, splits), block: Dim3(128), on: stream,
+                q.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer,
+                blockTable.pointer, Int32(maxPages), lengths.pointer, Int32(cache.kvHeads), Int32(group),
+                Int32(cache.pageSize), softmaxScale, Int32(split), partOut, partML)
+        }
         try combine.launch(
             grid: Dim3(qHeads, sequences), block: Dim3(d), on: stream, partOut, partML, out.pointer, Int32(splits), Int32(d))
     }

@@ -4,8 +4,9 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     /// The `format` string of every comet checkpoint.
     public static let formatName = "comet-fmpq-checkpoint"
     /// The version this build writes and reads. Bump it whenever a reader of the old version
-    /// would misread the new files.
-    public static let currentVersion = 1
+    /// would misread the new files. 2: layers carry `int4Clip` (a version-1 reader would quantize
+    /// their A4 blocks unclipped).
+    public static let currentVersion = 2
     /// The packing every tensor follows, as `Int4Weights`, `QuantizedActivations` and
     /// `KV4` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
     /// 64/128-block); INT8 blocks last in K; permutation[p] = original channel at position p).
@@ -94,12 +95,19 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
         public var int8Blocks: Int
         /// int8Blocks / blocks, for reading (the loader checks it agrees).
         public var int8Share: Double
+        /// `FMPQLayout.int4Clip`: the A4 blocks' scale clip ratio, applied at run time.
+        public var int4Clip: Float
         /// U8 [outputs, paddedChannels / 2]: `Int4Weights.codes`.
         public var weights: String
         /// F16 [outputs, blocks]: `Int4Weights.scales`.
         public var scales: String
         /// I32 [inputChannels]: `FMPQPermutation.permutation`.
         public var permutation: String
+
+        /// The layout this record describes (throws on an impossible one).
+        public func layout() throws -> FMPQLayout {
+            try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip)
+        }
     }
 
     public struct TensorRecord: Sendable, Equatable, Codable {

@@ -1,4 +1,4 @@
-/// How FMPQ lays out the K (input-channel) dimension of one linear layer.
+/// How FMPQ lays out and quantizes the K (input-channel) dimension of one linear layer.
 ///
 /// K is zero-padded to a whole number of blocks. After the layer's channel permutation,
 /// the first `int4Blocks` blocks hold INT4 activations and the last `int8Blocks` hold the
@@ -10,8 +10,14 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
     public let blockSize: Int
     /// Blocks quantized to INT8 (the outlier blocks), at the end of K.
     public let int8Blocks: Int
+    /// Clipping of the A4 blocks' dynamic scale: scale = (absmax * int4Clip) / 7, values past
+    /// the clipped range saturate at +-7. 1 is plain abs-max scaling; below 1 trades the rare
+    /// largest values of a block for finer steps for the rest (Atom and QuaRot clip A4 the same
+    /// way). A8 blocks are never clipped. (SmolLM2, W4AxKV4: 1.0 42.67, 0.9 41.32, 0.8 40.15,
+    /// 0.7 43.90, bench/results/accuracy-smollm2.md.)
+    public let int4Clip: Float
 
-    public init(inputChannels: Int, blockSize: Int = 128, int8Blocks: Int) throws {
+    public init(inputChannels: Int, blockSize: Int = 128, int8Blocks: Int, int4Clip: Float = 1) throws {
         guard inputChannels > 0 else { throw QuantError.invalidLayout("input channels must be positive, got \(inputChannels)") }
         guard blockSize == 64 || blockSize == 128 else {
             throw QuantError.invalidLayout("block size must be 64 or 128, got \(blockSize)")
@@ -20,10 +26,22 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
         guard (0...blocks).contains(int8Blocks) else {
             throw QuantError.invalidLayout("\(int8Blocks) INT8 blocks out of \(blocks)")
         }
+        guard int4Clip > 0, int4Clip <= 1 else {
+            throw QuantError.invalidLayout("the A4 clip ratio must be in (0, 1], got \(int4Clip)")
+        }
         self.inputChannels = inputChannels
         self.blockSize = blockSize
         self.int8Blocks = int8Blocks
+        self.int4Clip = int4Clip
     }
+
+    /// The same layout with another A4 clip ratio.
+    public func clippingInt4(_ clip: Float) throws -> FMPQLayout {
+        try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: clip)
+    }
+
+    /// The clip ratio of block `b`'s scale (1 for INT8 blocks).
+    public func clip(block b: Int) -> Float { isInt8(block: b) ? 1 : int4Clip }
 
     /// K rounded up to whole blocks; channels past `inputChannels` are zero.
     public var paddedChannels: Int { blockCount * blockSize }

@@ -1,6 +1,7 @@
 /// Activations of one linear layer in FMPQ form, for `tokens` rows (already permuted).
 ///
-/// Per (token, block) symmetric scales; the A4 region packs two codes per byte.
+/// Per (token, block) symmetric scales (A4 blocks clipped by `layout.int4Clip`); the A4 region
+/// packs two codes per byte.
 public struct QuantizedActivations: Sendable, Equatable {
     public let layout: FMPQLayout
     public let tokens: Int
@@ -47,7 +48,7 @@ public struct QuantizedActivations: Sendable, Equatable {
                 }
                 let bits = layout.isInt8(block: b) ? 8 : 4
                 let scale = block.withUnsafeBufferPointer { values in
-                    codes.withUnsafeMutableBufferPointer { SymmetricQuantizer.quantize(values, bits: bits, into: $0) }
+                    codes.withUnsafeMutableBufferPointer { SymmetricQuantizer.quantize(values, bits: bits, clip: layout.clip(block: b), into: $0) }
                 }
                 scales[t * layout.blockCount + b] = scale
                 if bits == 8 {

@@ -54,7 +54,7 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
         let layout = weights.layout
         let record = CheckpointManifest.LayerPrecision(
             inputChannels: layout.inputChannels, outputs: weights.outputs, blockSize: layout.blockSize,
-            int8Blocks: layout.int8Blocks, int8Share: layout.int8Share,
+            int8Blocks: layout.int8Blocks, int8Share: layout.int8Share, int4Clip: layout.int4Clip,
             weights: "\(name).weight", scales: "\(name).scales", permutation: "\(name).perm"
         )
         try addTensor(record.weights, Tensor(weights.codes, shape: [weights.outputs, layout.paddedChannels / 2]))
@@ -66,7 +66,7 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
     /// The weights and permutation of linear layer `name`.
     public func linear(_ name: String) throws -> (weights: Int4Weights, permutation: FMPQPermutation) {
         guard let record = layers[name] else { throw QuantError.shapeMismatch("no linear layer \(name) in the checkpoint") }
-        let layout = try FMPQLayout(inputChannels: record.inputChannels, blockSize: record.blockSize, int8Blocks: record.int8Blocks)
+        let layout = try record.layout()
         guard let codes = tensors[record.weights], let scales = tensors[record.scales], let permutation = tensors[record.permutation] else {
             throw QuantError.shapeMismatch("layer \(name) is missing a tensor")
         }
@@ -224,7 +224,7 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
     private static func checkLayer(_ name: String, _ record: CheckpointManifest.LayerPrecision, tensors: [String: Tensor]) throws(CheckpointError) {
         let layout: FMPQLayout
         do {
-            layout = try FMPQLayout(inputChannels: record.inputChannels, blockSize: record.blockSize, int8Blocks: record.int8Blocks)
+            layout = try record.layout()
         } catch {
             throw .shapeMismatch(tensor: name, reason: "\(error)")
         }

@@ -1,13 +1,14 @@
 /// Symmetric round-to-nearest quantization of one group of values, bit-exactly as the GPU
-/// kernels do it: scale = absmax / qmax (IEEE division), q = rint(x / scale) (ties to even),
-/// clamped to [-qmax, qmax]. An all-zero group gets scale 0 and all-zero codes.
+/// kernels do it: scale = (absmax * clip) / qmax (fp32 product, IEEE division; clip 1 leaves
+/// absmax exact), q = rint(x / scale) (ties to even), clamped to [-qmax, qmax]. An all-zero
+/// group gets scale 0 and all-zero codes.
 public enum SymmetricQuantizer {
     /// Largest code: 7 for INT4, 127 for INT8. (-8 and -128 are never produced, so the
     /// grid is symmetric and negation is exact.)
     public static func qmax(bits: Int) -> Int { (1 << (bits - 1)) - 1 }
 
-    public static func scale(absmax: Float, bits: Int) -> Float {
-        absmax / Float(qmax(bits: bits))
+    public static func scale(absmax: Float, bits: Int, clip: Float = 1) -> Float {
+        absmax * clip / Float(qmax(bits: bits))
     }
 
     public static func code(_ x: Float, scale: Float, bits: Int) -> Int8 {
@@ -17,10 +18,12 @@ public enum SymmetricQuantizer {
     }
 
     /// Quantizes `values` in place into `codes` and returns the scale.
-    public static func quantize(_ values: UnsafeBufferPointer<Float>, bits: Int, into codes: UnsafeMutableBufferPointer<Int8>) -> Float {
+    public static func quantize(
+        _ values: UnsafeBufferPointer<Float>, bits: Int, clip: Float = 1, into codes: UnsafeMutableBufferPointer<Int8>
+    ) -> Float {
         var absmax: Float = 0
         for v in values { absmax = max(absmax, abs(v)) }
-        let s = scale(absmax: absmax, bits: bits)
+        let s = scale(absmax: absmax, bits: bits, clip: clip)
         for i in values.indices { codes[i] = code(values[i], scale: s, bits: bits) }
         return s
     }

@@ -164,8 +164,11 @@ struct TableRow {
         return row
     }
 
-    static func recipe(_ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax) -> FMPQRecipe {
-        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method)
+    static func recipe(
+        _ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax,
+        int4Clip: Float = FMPQRecipe.defaultInt4Clip
+    ) -> FMPQRecipe {
+        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method, int4Clip: int4Clip)
     }
 
     static func quantized(
@@ -183,8 +186,8 @@ struct TableRow {
     /// In priority order: the headline rows first, then the ablations.
     static let all: [TableRow] = [
         TableRow(name: "fp", weights: "fp32 (dequantized GGUF)", activations: "fp32", kv: "fp32"),
-        quantized("w4a4-rtn", "INT4 RTN g128", "A4 per (token, 128)", "fp32",
-                  recipe: recipe(.rtn, share: 0), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("w4a4-rtn", "INT4 RTN g128", "A4 per (token, 128), unclipped", "fp32",
+                  recipe: recipe(.rtn, share: 0, int4Clip: 1), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
         quantized("fmpq-w4ax", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "fp32",
                   recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
         quantized("fmpq-w4axkv4", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "KV4",
@@ -218,5 +221,9 @@ struct TableRow {
                   recipe: recipe(.gptq, share: 0.2, blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-rms", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks (rms criterion)", "fp32",
                   recipe: recipe(.gptq, share: 0.2, criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
-    ]
+    ] + [Float(1), 0.9, 0.7].map { clip in
+        // The A4 clip ratio (FMPQLayout.int4Clip): the default 0.8 against these.
+        quantized("fmpq-w4axkv4-clip\(clip)", "INT4 GPTQ g128", "FMPQ A4 (clip \(clip)) + 20% A8 blocks", "KV4",
+                  recipe: recipe(.gptq, share: 0.2, int4Clip: clip), permute: true, evaluation: .init(activations: .fmpq, kv4: true))
+    }
 }

@@ -8,7 +8,7 @@ import Model
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: our figure and the baseline's from the same run, and their ratio (GPU kernels, decode steps, the serving engine, an HTTP server).",
-        subcommands: [Copy.self, Gemm.self, Attention.self, Sampling.self, Decode.self, Throughput.self, ServeLoad.self])
+        subcommands: [Copy.self, Gemm.self, Attention.self, PrefillAttention.self, Sampling.self, Decode.self, Throughput.self, ServeLoad.self])
 
     /// Runs a benchmark that prints its own table, writes its result as JSON when asked, and
     /// turns any error into one `error:` line and exit status 1.
@@ -214,6 +214,54 @@ struct Bench: ParsableCommand {
                     }
                 }
                 print(AttentionBenchmark.table(rows, device: library.context.device.name))
+                return rows
+            }
+        }
+    }
+
+    struct PrefillAttention: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "prefill-attention",
+            abstract: "Causal prefill attention over a paged cache: KV4 in query tiles against KV4 and bf16 one row per CTA.")
+
+        @Option(help: "Comma-separated cached prefix lengths before the chunk.")
+        var prefix = "0,1024,4096"
+
+        @Option(help: "Query rows (new tokens) per launch; the GPU runner launches up to 256.")
+        var chunk = 256
+
+        @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
+        var heads = "32/8/128"
+
+        @Option(help: "Tokens per KV page.")
+        var pageSize = 64
+
+        @Option(help: "Also write the rows as JSON to this file.")
+        var json: String?
+
+        @OptionGroup var gpu: GPUOptions
+
+        var prefixes: [Int] { prefix.split(separator: ",").compactMap { Int($0) } }
+        var shape: [Int] { heads.split(separator: "/").compactMap { Int($0) } }
+
+        func validate() throws {
+            guard !prefixes.isEmpty, prefixes.allSatisfy({ (0...131_072).contains($0) }), prefixes.count == prefix.split(separator: ",").count
+            else { throw ValidationError("--prefix takes lengths from 0 to 131072, e.g. 0,4096") }
+            guard (1...1024).contains(chunk) else { throw ValidationError("--chunk is 1 to 1024 query rows") }
+            guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
+            else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
+            guard (1...4096).contains(pageSize) else { throw ValidationError("--page-size is 1 to 4096 tokens") }
+        }
+
+        func run() throws {
+            try Bench.report(json: json) {
+                let library = try gpu.makeLibrary()
+                let bench = AttentionBenchmark(library: library, pageSize: pageSize)
+                var rows: [AttentionBenchmark.PrefillRow] = []
+                for p in prefixes {
+                    rows.append(try bench.runPrefill(prefix: p, chunk: chunk, qHeads: shape[0], kvHeads: shape[1], headDim: shape[2]))
+                }
+                print(AttentionBenchmark.prefillTable(rows, device: library.context.device.name))
                 return rows
             }
         }

@@ -66,6 +66,9 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Channels per block (and per weight scale group): 128 or 64.")
     var blockSize = 128
 
+    @Option(help: "A4 activation clip ratio in (0, 1]: each A4 block's scale is (abs-max * ratio) / 7 (1: no clipping).")
+    var a4Clip: Float = FMPQRecipe.defaultInt4Clip
+
     @Flag(help: "Keep channels in their original order (ablation: INT8 blocks take whatever channels are last).")
     var noPermutation = false
 
@@ -87,6 +90,7 @@ struct RecipeOptions: ParsableArguments {
         if !(1...64).contains(tensorParallel) { throw ValidationError("--tensor-parallel must be from 1 to 64") }
         if !(0...1).contains(int8Share) { throw ValidationError("--int8-share must be in 0...1") }
         if blockSize != 64 && blockSize != 128 { throw ValidationError("--block-size must be 64 or 128") }
+        if !(a4Clip > 0 && a4Clip <= 1) { throw ValidationError("--a4-clip must be in (0, 1]") }
         if let int8Threshold, int8Threshold <= 0 { throw ValidationError("--int8-threshold must be positive") }
         if !(0...1).contains(keySmoothingAlpha) { throw ValidationError("--key-smoothing-alpha must be in 0...1") }
     }
@@ -96,7 +100,7 @@ struct RecipeOptions: ParsableArguments {
     var settings: QuantizeSettings {
         let budget: INT8Budget = int8Threshold.map { .threshold(ratio: $0, maxFraction: int8Share) } ?? .fractionOfBlocks(int8Share)
         return QuantizeSettings(
-            recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights),
+            recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights, int4Clip: a4Clip),
             permute: !noPermutation, kv4: kv4,
             keySmoothing: keySmoothing ? keySmoothingAlpha : nil, tensorParallel: tensorParallel)
     }

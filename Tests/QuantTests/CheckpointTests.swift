@@ -102,8 +102,10 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
 
     @Test func wrongVersionIsRefused() throws {
         try withWrittenCheckpoint { path in
-            try editManifest(path) { $0["formatVersion"] = 2 }
-            expectLoadError(path) { $0 == .unsupportedVersion(path: "\(path)/manifest.json", found: 2, supported: 1) }
+            for version in [1, CheckpointManifest.currentVersion + 1] {  // 1: before int4Clip
+                try editManifest(path) { $0["formatVersion"] = version }
+                expectLoadError(path) { $0 == .unsupportedVersion(path: "\(path)/manifest.json", found: version, supported: CheckpointManifest.currentVersion) }
+            }
         }
     }
 

@@ -59,6 +59,41 @@ func randomMatrix(_ rows: Int, _ cols: Int, using random: inout SplitMix64, outl
         #expect(q.scales.allSatisfy { $0 > 0 })
     }
 
+    /// A4 clipping (FMPQLayout.int4Clip): A4 scales are exactly (abs-max * clip) / 7, values
+    /// inside the clipped range come back within half a step, values past it saturate at +-7;
+    /// A8 blocks are not clipped.
+    @Test(arguments: [Float(0.8), 0.55])
+    func clippedA4BlocksSaturateOnlyPastTheClip(clip: Float) throws {
+        var random = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
+        let k = 128 * 4 + 40, tokens = 6
+        let layout = try FMPQLayout(inputChannels: k, blockSize: 128, int8Blocks: 1, int4Clip: clip)
+        let x = randomMatrix(tokens, k, using: &random)
+        let q = try QuantizedActivations(quantizing: x, tokens: tokens, layout: layout)
+        let back = q.dequantized()
+        var saturated = 0
+        for t in 0..<tokens {
+            for b in 0..<layout.blockCount {
+                let channels = (b * 128)..<min((b + 1) * 128, k)
+                let absmax = channels.map { abs(x[t * k + $0]) }.max()!
+                let scale = q.scales[t * layout.blockCount + b]
+                let int8 = layout.isInt8(block: b)
+                #expect(scale == absmax * (int8 ? 1 : clip) / (int8 ? 127 : 7), "token \(t) block \(b)")
+                for c in channels {
+                    let v = x[t * k + c], code = q.code(token: t, channel: c)
+                    if !int8 && abs(v) > 7.5 * scale {
+                        #expect(abs(code) == 7 && (code > 0) == (v > 0), "token \(t) channel \(c): \(v) past the clip")
+                        saturated += 1
+                    } else {
+                        #expect(abs(back[t * layout.paddedChannels + c] - v) <= scale / 2 * 1.0001, "token \(t) channel \(c)")
+                    }
+                }
+            }
+        }
+        #expect(saturated > 0, "the clip saturated nothing: the test saw no clipped value")
+        #expect(throws: QuantError.self) { try FMPQLayout(inputChannels: 256, int8Blocks: 0, int4Clip: 0) }
+        #expect(throws: QuantError.self) { try FMPQLayout(inputChannels: 256, int8Blocks: 0, int4Clip: 1.1) }
+    }
+
     @Test func weightRoundTripIsWithinHalfAStep() throws {
         var random = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
         let (n, k) = (7, 200)

@@ -321,6 +321,14 @@ extern "C" __global__ void decode_attention_combine(const float* __restrict__ pa
 // dims and tokens, which dims a lane feeds at each K index is free as long as Q (resp. P') uses
 // the same order: lanes read contiguous bytes of a token row and the fragments follow them.
 // The C fragment of S^T is exactly the A fragment of P (the FlashAttention-2 layout).
+//
+// Prefill (query tiles): the 16 rows of the M tile need not be 16 heads of one token. With
+// `tiles` set, CTA y takes tiles[y] = (first query row, count): `count` consecutive query rows
+// of one sequence (one block-table row, the first's), each with its own causal length, and M
+// row m is query row first + m / heads, head m % heads. So a GQA group of 4 fills the tile with
+// 4 tokens x 4 heads, and every KV byte staged by a warp serves 4 query tokens instead of one.
+// This is causal flash attention on tensor cores over the paged KV4 cache, prefix included;
+// rows whose causal length ends before a block get -inf scores there (masked per row).
 
 COMET_DEVICE void mma_m16n8k16_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -459,7 +467,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
                                            const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
                                            int max_pages, const int32_t* __restrict__ lengths, int kv_heads, int group,
                                            int page_size, float softmax_scale, int split_len, float* __restrict__ part_out,
-                                           float* __restrict__ part_ml) {
+                                           float* __restrict__ part_ml, const int2* __restrict__ tiles, int query_rows) {
     constexpr int CHUNKS = D / 16;  // K steps of S^T (16 dims each)
     constexpr int KWORDS = KV4Block<D>::KWORDS;  // 32-bit words of a lane's K slice (D/8 bytes)
     constexpr int VTILES = D / 8;   // N tiles of O (8 dims each)
@@ -469,12 +477,20 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     // (The launcher picks UPPER exactly when heads > 8.)
     const int subgroups = group / heads;
     const int kvh = blockIdx.x / subgroups, h0 = kvh * group + (blockIdx.x % subgroups) * heads;
-    const int s = blockIdx.y, split = blockIdx.z, sequences = gridDim.y, q_heads = kv_heads * group;
+    const int split = blockIdx.z, q_heads = kv_heads * group;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int length = min(lengths[s], max_pages * page_size);
+    // Query rows of this CTA: decode, row y alone; prefill, tile y (see above).
+    const int2 tile = tiles != nullptr ? tiles[blockIdx.y] : make_int2(blockIdx.y, 1);
+    const int row0 = tile.x;  // a tile past the rows, or longer than 16 M rows, is cut to fit
+    const int count = row0 >= 0 && row0 < query_rows ? max(0, min(min(tile.y, 16 / heads), query_rows - row0)) : 0;
+    const int rows = count * heads;  // M rows in use
+    int length = 0;  // the longest causal length of the CTA's rows
+    for (int i = 0; i < count; ++i) length = max(length, lengths[row0 + i]);
+    length = min(length, max_pages * page_size);
     const int start = split * split_len, end = min(length, start + split_len), n = end - start;
-    const int32_t* table = block_table + size_t(s) * max_pages;
-    const size_t slot = (size_t(split) * sequences + s) * q_heads + h0;
+    const int32_t* table = block_table + size_t(row0) * max_pages;
+    // Partial results [split][query row][q_head] of M row m.
+    auto slot = [&](int m) -> size_t { return (size_t(split) * query_rows + row0 + m / heads) * q_heads + h0 + m % heads; };
 
     // Dynamic shared memory: the warps' pipeline rings [WARPS][STAGES][KV4Stage], and after the
     // loop (a barrier apart) the cross-warp reduction red[WARPS][16][D + 1] over the same bytes.
@@ -484,26 +500,31 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16], warp_w[WARPS][16], cta_m[16];
 
     if (n <= 0) {
-        for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) part_out[slot * D + i] = 0.f;
-        if (threadIdx.x < heads) {
-            part_ml[(slot + threadIdx.x) * 2] = negative_infinity();
-            part_ml[(slot + threadIdx.x) * 2 + 1] = 0.f;
+        for (int i = threadIdx.x; i < rows * D; i += ATTN_THREADS) part_out[slot(i / D) * D + i % D] = 0.f;
+        if (threadIdx.x < rows) {
+            part_ml[slot(threadIdx.x) * 2] = negative_infinity();
+            part_ml[slot(threadIdx.x) * 2 + 1] = 0.f;
         }
         return;
     }
 
     // Q fragments (rows g and g + 8), dims in the lanes' K order: chunk 2j takes dims
     // t*D/4 + 8j + {0, 4 | 1, 5}, chunk 2j + 1 dims + {2, 6 | 3, 7} (see nibble_pair below).
+    // Each M row's own end: its causal length within this split (rows past `rows`: the CTA's).
     uint32_t qa[CHUNKS][4];
     float qsum[2] = {0.f, 0.f};
+    int row_end[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        const int h = g + 8 * r;
+        const int m_row = g + 8 * r;
+        const bool live = m_row < rows && (UPPER || r == 0);
+        const int qrow = row0 + m_row / heads, h = m_row % heads;
+        row_end[r] = live ? min(end, lengths[qrow]) : end;
         float v[D / 4];
 #pragma unroll
         for (int i = 0; i < D / 4; ++i) {
-            v[i] = h < heads && (UPPER || r == 0) ? __half2float(__float2half_rn(
-                       __bfloat162float(q[(size_t(s) * q_heads + h0 + h) * D + t * (D / 4) + i]) * softmax_scale)) : 0.f;
+            v[i] = live ? __half2float(__float2half_rn(
+                       __bfloat162float(q[(size_t(qrow) * q_heads + h0 + h) * D + t * (D / 4) + i]) * softmax_scale)) : 0.f;
             qsum[r] += v[i];
         }
 #pragma unroll
@@ -585,7 +606,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
             for (int c = 0; c < 4; ++c) {
                 const int tok = t0 + 8 * i + 2 * t + (c & 1);
                 const float2 ps = kp[2 * i + (c & 1)];
-                sc[i][c] = tok < end ? ps.x * sc[i][c] + (ps.y - 1024.f * ps.x) * qsum[c >> 1] : negative_infinity();
+                sc[i][c] = tok < row_end[c >> 1] ? ps.x * sc[i][c] + (ps.y - 1024.f * ps.x) * qsum[c >> 1] : negative_infinity();
                 block_max[c >> 1] = fmaxf(block_max[c >> 1], sc[i][c]);
             }
         float alpha[2];
@@ -594,9 +615,10 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         for (int r = 0; r < 2; ++r) {
             block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
             block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
-            const float next = fmaxf(m[r], block_max[r]);  // finite: the block has a token
+            // -inf while a prefill row has had no token yet (its causal end before this block).
+            const float next = fmaxf(m[r], block_max[r]);
             grew |= next > m[r];
-            alpha[r] = __expf(m[r] - next);
+            alpha[r] = next == negative_infinity() ? 1.f : __expf(m[r] - next);
             m[r] = next;
             l[r] *= alpha[r];
             z[r] *= alpha[r];
@@ -612,6 +634,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         // P' = p * v_scale as the A fragment of O += P' V: a0 = tile 0 (c0, c1), a1 = tile 0 (c2, c3),
         // a2 = tile 1 (c0, c1), a3 = tile 1 (c2, c3).
         uint32_t pa[4] = {0u, 0u, 0u, 0u};
+        const float base[2] = {m[0] == negative_infinity() ? 0.f : m[0], m[1] == negative_infinity() ? 0.f : m[1]};
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -620,7 +643,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
                 float pv[2];
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const float p = __expf(sc[i][2 * r + e] - m[r]);  // 0 for tokens past the end (ex2.approx: ~2 ulp)
+                    const float p = __expf(sc[i][2 * r + e] - base[r]);  // 0 for masked tokens (ex2.approx: ~2 ulp)
                     l[r] += p;
                     z[r] += p * vp[2 * i + e].y;
                     pv[e] = p * vp[2 * i + e].x;
@@ -681,20 +704,20 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
             for (int e = 0; e < 2; ++e) red[warp][g + 8 * r][(2 * t + e) * (D / 8) + i] = acc[i][2 * r + e] * w8;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < heads * D; i += ATTN_THREADS) {
+    for (int i = threadIdx.x; i < rows * D; i += ATTN_THREADS) {
         const int h = i / D, d = i % D;
         float sum = 0.f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) sum += red[w][h][d] + warp_w[w][h] * warp_z[w][h];
-        part_out[slot * D + i] = sum;
+        part_out[slot(h) * D + d] = sum;
     }
-    if (threadIdx.x < heads) {
+    if (threadIdx.x < rows) {
         const int h = threadIdx.x;
         float total = 0.f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) total += warp_w[w][h] * warp_l[w][h];
-        part_ml[(slot + h) * 2] = cta_m[h];
-        part_ml[(slot + h) * 2 + 1] = total;
+        part_ml[slot(h) * 2] = cta_m[h];
+        part_ml[slot(h) * 2 + 1] = total;
     }
 }
 
@@ -706,9 +729,10 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         const __nv_bfloat16* q, const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params,     \
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
-        float* part_ml) {                                                                                    \
+        float* part_ml, const int2* tiles, int query_rows) {                                                 \
         decode_attention_kv4_mma<D, UPPER, STAGES>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, \
-                                    lengths, kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml); \
+                                    lengths, kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml, \
+                                    tiles, query_rows);                                                      \
     }
 DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h8_s4, 128, false, 4)
 DECODE_ATTENTION_KV4_MMA(decode_attention_kv4_mma_d128_h16_s4, 128, true, 4)

@@ -5,8 +5,9 @@
 // Output is the W4Ax GEMM's activation format: per token, `int4_blocks` A4 blocks (two codes
 // per byte, low nibble first) then `int8_blocks` A8 blocks, and one fp32 scale per
 // (token, block). Position p of the permuted order takes channel perm[p]; positions past K
-// are zero padding. Quantization is exactly Quant.SymmetricQuantizer's: scale = absmax / qmax,
-// code = rint(v / scale) clamped to [-qmax, qmax], IEEE division (no fast math).
+// are zero padding. Quantization is exactly Quant.SymmetricQuantizer's: scale = (absmax * clip)
+// / qmax with clip = a4_clip for A4 blocks (FMPQLayout.int4Clip) and 1 for A8, code =
+// rint(v / scale) clamped to [-qmax, qmax], fp32 product and IEEE division (no fast math).
 //
 // One block of 256 threads per token. The token's row is staged in shared memory (fp32) so
 // that the permutation's gathers are cheap; each warp then quantizes whole K-blocks, one
@@ -76,7 +77,7 @@ struct TiledActivations {
 
 // Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), through `out`.
 template <int BS, typename Value, typename Output>
-COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks, const Output& out) {
+COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks, float a4_clip, const Output& out) {
     constexpr int PER = BS / 32;  // values per lane
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int blocks = int4_blocks + int8_blocks;
@@ -90,7 +91,7 @@ COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int i
         }
         absmax = warp_max(absmax);
         const float qmax = b >= int4_blocks ? 127.f : 7.f;
-        const float scale = absmax / qmax;
+        const float scale = __fdiv_rn(__fmul_rn(absmax, b >= int4_blocks ? 1.f : a4_clip), qmax);
         int q[PER];
 #pragma unroll
         for (int i = 0; i < PER; ++i) q[i] = scale > 0.f ? int(fminf(fmaxf(rintf(v[i] / scale), -qmax), qmax)) : 0;
@@ -114,7 +115,7 @@ COMET_DEVICE float block_sum(float v, float* scratch) {
 template <int BS, typename Output>
 COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma,
                                    const int32_t* __restrict__ perm, float eps, int K, int int4_blocks,
-                                   int int8_blocks, int tokens, const Output& out) {
+                                   int int8_blocks, int tokens, float a4_clip, const Output& out) {
     extern __shared__ float row[];  // [K]
     __shared__ float scratch[QUANT_THREADS / 32];
     const int t = blockIdx.x;
@@ -128,12 +129,12 @@ COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const fl
     const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);
     __syncthreads();
     quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] * inv * gamma[perm[p]] : 0.f; },
-                     t, int4_blocks, int8_blocks, out);
+                     t, int4_blocks, int8_blocks, a4_clip, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, const int32_t* __restrict__ perm,
-                                  int F, int int4_blocks, int int8_blocks, int tokens, const Output& out) {
+                                  int F, int int4_blocks, int int8_blocks, int tokens, float a4_clip, const Output& out) {
     extern __shared__ float row[];  // [F]
     const int t = blockIdx.x;
     const bool real = t < tokens;
@@ -143,17 +144,17 @@ COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, con
         row[k] = gate / (1.f + expf(-gate)) * up;
     }
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, out);
+    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4_clip, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ perm,
-                                   int K, int int4_blocks, int int8_blocks, int tokens, const Output& out) {
+                                   int K, int int4_blocks, int int8_blocks, int tokens, float a4_clip, const Output& out) {
     extern __shared__ float row[];  // [K]
     const int t = blockIdx.x;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) row[k] = t < tokens ? __bfloat162float(x[size_t(t) * K + k]) : 0.f;
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, out);
+    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4_clip, out);
 }
 
 // Entry points. Packed: (a4, a8, scales), one block per token. Tiled: (codes, unused, scales),
@@ -165,18 +166,18 @@ COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const in
 #define FMPQ_QUANTIZE_ENTRIES(BS, FORMAT)                                                                     \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const float* gamma, const int32_t* perm, float eps, int K, int int4_blocks,  \
-        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a) {                              \
-        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS)); \
+        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {               \
+        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_##FORMAT##_bs##BS(          \
         const __nv_bfloat16* gate_up, const int32_t* perm, int F, int int4_blocks, int int8_blocks,         \
-        int tokens, uint8_t* a4, int8_t* a8, float* scale_a) {                                               \
-        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS));   \
+        int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {                                \
+        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, int tokens,   \
-        uint8_t* a4, int8_t* a8, float* scale_a) {                                                           \
-        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, FMPQ_OUTPUT_##FORMAT(BS));        \
+        uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {                                            \
+        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
     }
 FMPQ_QUANTIZE_ENTRIES(128, packed)
 FMPQ_QUANTIZE_ENTRIES(64, packed)
