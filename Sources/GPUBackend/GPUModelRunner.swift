@@ -220,10 +220,9 @@ public final class GPUModelRunner: ModelRunner {
     }
 
     /// Whether sampled (non-greedy) steps are sampled on the GPU (DeviceSampler); off, the engine
-    /// copies the logits and samples with each request's CPU `Sampler`. Off by default until the
-    /// GPU check `sampling.device` has passed on a device: the kernel was written and checked on the
-    /// CPU (ThresholdSampling, engine tests) in a session that got no GPU for it.
-    public var usesDeviceSampling = false
+    /// copies the logits and samples with each request's CPU `Sampler`. GPU check `sampling.device`;
+    /// 6.6 ms against 66.6 ms per step at 256 rows of 128K on an H100 (bench/NOTES.md).
+    public var usesDeviceSampling = true
     public var samplesOnDevice: Bool { usesDeviceSampling && deviceSampler != nil }
 
     /// Samples each row on the GPU (DeviceSampler): parameters up, tokens down, no logits copy.
@@ -237,6 +236,10 @@ public final class GPUModelRunner: ModelRunner {
         }
         tokens = try deviceSampler.sample(scratch.logits.prefix(n * config.vocabularySize), vocab: config.vocabularySize, rows: rows, on: stream)
     }
+
+    /// Whether prefill rows go to attention in query tiles (several tokens per CTA, see the type's
+    /// NOTES); off, each row is its own CTA as in decode (same results, KV re-read per token).
+    public var usesPrefillQueryTiles = true
 
     /// Runs decode steps (one token per sequence, all with logits) as CUDA graphs, one per batch
     /// bucket: a step of B sequences is padded to the next bucket with dummy rows that write to a
@@ -406,7 +409,7 @@ public final class GPUModelRunner: ModelRunner {
                 first = last
                 sequence += 1
             }
-            launchTiles.append(multiRow ? windowFirst..<tiles : nil)
+            launchTiles.append(multiRow && usesPrefillQueryTiles ? windowFirst..<tiles : nil)
             multiRow = false
         }
         return tiles

@@ -323,9 +323,9 @@ extern "C" __global__ void decode_attention_combine(const float* __restrict__ pa
 // The C fragment of S^T is exactly the A fragment of P (the FlashAttention-2 layout).
 //
 // Prefill (query tiles): the 16 rows of the M tile need not be 16 heads of one token. With
-// `tiles` set, CTA y takes tiles[y] = (first query row, count): `count` consecutive query rows
-// of one sequence (one block-table row, the first's), each with its own causal length, and M
-// row m is query row first + m / heads, head m % heads. So a GQA group of 4 fills the tile with
+// `tiles` set, CTA y takes (tiles[2y], tiles[2y + 1]) = (first query row, count): `count`
+// consecutive query rows of one sequence (one block-table row, the first's), each with its own
+// causal length, and M row m is query row first + m / heads, head m % heads. So a GQA group of 4 fills the tile with
 // 4 tokens x 4 heads, and every KV byte staged by a warp serves 4 query tokens instead of one.
 // This is causal flash attention on tensor cores over the paged KV4 cache, prefix included;
 // rows whose causal length ends before a block get -inf scores there (masked per row).
@@ -467,7 +467,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
                                            const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
                                            int max_pages, const int32_t* __restrict__ lengths, int kv_heads, int group,
                                            int page_size, float softmax_scale, int split_len, float* __restrict__ part_out,
-                                           float* __restrict__ part_ml, const int2* __restrict__ tiles, int query_rows) {
+                                           float* __restrict__ part_ml, const int32_t* __restrict__ tiles, int query_rows) {
     constexpr int CHUNKS = D / 16;  // K steps of S^T (16 dims each)
     constexpr int KWORDS = KV4Block<D>::KWORDS;  // 32-bit words of a lane's K slice (D/8 bytes)
     constexpr int VTILES = D / 8;   // N tiles of O (8 dims each)
@@ -480,7 +480,8 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     const int split = blockIdx.z, q_heads = kv_heads * group;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     // Query rows of this CTA: decode, row y alone; prefill, tile y (see above).
-    const int2 tile = tiles != nullptr ? tiles[blockIdx.y] : make_int2(blockIdx.y, 1);
+    // (Read as two int32: the runner stages the list at any 4-byte offset, too loose for int2.)
+    const int2 tile = tiles != nullptr ? make_int2(tiles[2 * blockIdx.y], tiles[2 * blockIdx.y + 1]) : make_int2(blockIdx.y, 1);
     const int row0 = tile.x;  // a tile past the rows, or longer than 16 M rows, is cut to fit
     const int count = row0 >= 0 && row0 < query_rows ? max(0, min(min(tile.y, 16 / heads), query_rows - row0)) : 0;
     const int rows = count * heads;  // M rows in use
@@ -729,7 +730,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         const __nv_bfloat16* q, const uint8_t* k_cache, const uint8_t* v_cache, const __half2* k_params,     \
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
-        float* part_ml, const int2* tiles, int query_rows) {                                                 \
+        float* part_ml, const int32_t* tiles, int query_rows) {                                              \
         decode_attention_kv4_mma<D, UPPER, STAGES>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, \
                                     lengths, kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml, \
                                     tiles, query_rows);                                                      \
