@@ -192,7 +192,9 @@ import Testing
         #expect(difference < Self.tolerance, "SmolLM2 float TP=3 vs TP=1: \(difference)")
 
         let calibration = try Calibrator.calibrate(model: whole, sequences: [Array(prompt.prefix(8))], hessians: false)
-        let recipe = FMPQRecipe(blockSize: 64, weightMethod: .rtn)
+        // Unclipped A4 (see checkpointRoundTripOnTheRealModel): with an 8-token calibration the
+        // clipped model is damaged enough that fp32 sum-order differences move its logits 0.27.
+        let recipe = FMPQRecipe(blockSize: 64, weightMethod: .rtn, int4Clip: 1)
         let checkpoint = try ModelQuantizer.quantize(
             model: whole, calibration: calibration, settings: QuantizeSettings(recipe: recipe, kv4: true, tensorParallel: 3),
             modelFile: Assets.gguf!, modelFileSHA256: nil, source: CalibrationSource(text: "test text"))
