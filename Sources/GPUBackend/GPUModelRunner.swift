@@ -45,8 +45,8 @@ public struct GPURunnerOptions: Sendable, Equatable {
 ///     logits = lm_head(rmsnorm(x[last token of each sequence]))    fp32 on the host
 ///
 /// NOTES: attention has one query row per token, each with its own causal length (position + 1)
-/// over its sequence's block table, so prefill attends to cached prefixes for free. On KV4 the
-/// tensor-core kernel takes a prefill's rows in query tiles (`DecodeAttentionKernel.QueryTiles`:
+/// over its sequence's block table, so prefill attends to cached prefixes for free. On KV4, with
+/// `usesPrefillQueryTiles`, the tensor-core kernel takes a prefill's rows in query tiles (`DecodeAttentionKernel.QueryTiles`:
 /// 16 / group consecutive tokens per CTA, 4 for Llama-3's group of 4), so each KV byte it stages
 /// serves that many query tokens; decode rows are tiles of one, the decode kernel as it was.
 public final class GPUModelRunner: ModelRunner {
@@ -239,7 +239,10 @@ public final class GPUModelRunner: ModelRunner {
 
     /// Whether prefill rows go to attention in query tiles (several tokens per CTA, see the type's
     /// NOTES); off, each row is its own CTA as in decode (same results, KV re-read per token).
-    public var usesPrefillQueryTiles = true
+    /// Off by default until `gpu_runner.*` passes with it: the kernel's tile path passed its own
+    /// check (`decode_attention.prefill_kv4`), but this runner's staging faulted on the one GPU run
+    /// (int2 reads of a list staged at a 4-byte offset, fixed since) and no GPU was left to rerun it.
+    public var usesPrefillQueryTiles = false
 
     /// Runs decode steps (one token per sequence, all with logits) as CUDA graphs, one per batch
     /// bucket: a step of B sequences is padded to the next bucket with dummy rows that write to a
@@ -392,27 +395,16 @@ public final class GPUModelRunner: ModelRunner {
     /// Writes the attention query tiles of each launch window (`attentionRowsPerLaunch` rows; tile
     /// rows relative to the window) at `out` and records them in `launchTiles`. Returns the tiles.
     private func stageQueryTiles(_ step: [StepSequence], tokens: Int, into out: UnsafeMutablePointer<Int32>) -> Int {
-        let window = Self.attentionRowsPerLaunch
         launchTiles.removeAll(keepingCapacity: true)
+        guard usesPrefillQueryTiles else {
+            launchTiles.append(contentsOf: repeatElement(nil, count: (tokens + Self.attentionRowsPerLaunch - 1) / Self.attentionRowsPerLaunch))
+            return 0
+        }
         let rowsPerTile = DecodeAttentionKernel.queryRowsPerTile(
             format: caches[0].format, qHeads: config.headCount, kvHeads: config.kvHeadCount)
-        var tiles = 0, first = 0, sequence = 0, multiRow = false
-        for start in stride(from: 0, to: tokens, by: window) {
-            let end = min(start + window, tokens), windowFirst = tiles
-            while first < end {  // the step's sequences, cut at window edges
-                let rows = step[sequence].tokens.count, last = first + rows
-                let cut = max(first, start)..<min(last, end)
-                multiRow = multiRow || (cut.count > 1 && rowsPerTile > 1)
-                tiles = DecodeAttentionKernel.appendQueryTiles(
-                    rows: (cut.lowerBound - start)..<(cut.upperBound - start), rowsPerTile: rowsPerTile, into: out, at: tiles)
-                if last > end { break }
-                first = last
-                sequence += 1
-            }
-            launchTiles.append(multiRow && usesPrefillQueryTiles ? windowFirst..<tiles : nil)
-            multiRow = false
-        }
-        return tiles
+        return DecodeAttentionKernel.appendLaunchTiles(
+            segments: step.lazy.map(\.tokens.count), window: Self.attentionRowsPerLaunch, rowsPerTile: rowsPerTile,
+            into: out, launches: &launchTiles)
     }
 
     /// Causal attention of each token's query over its sequence's cached positions 0...position,

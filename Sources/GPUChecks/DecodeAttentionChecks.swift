@@ -59,7 +59,7 @@ enum DecodeAttentionChecks {
     static func check(_ attention: DecodeAttentionKernel, _ format: PagedKVCache.Format, _ c: Case, _ env: inout GPUCheckEnvironment) throws {
         let d = c.headDim, sequences = c.lengths.count
         let filled = try fill(format, c, &env)
-        let maxLength = c.lengths.max()!, maxPages = filled.maxPages, cache = filled.cache
+        let maxLength = c.lengths.max()!
         let q = (0..<sequences * c.qHeads * d).map { _ in BFloat16(Float.random(in: -1...1, using: &env.random)) }
         let scale = 1 / Float(d).squareRoot()
         let expected = DecodeAttention.reference(

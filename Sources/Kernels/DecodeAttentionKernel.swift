@@ -130,6 +130,41 @@ public struct DecodeAttentionKernel: Sendable {
         return index
     }
 
+    /// The query tiles of a whole step, cut into launches of `window` rows: `segments` are the
+    /// step's sequences' row counts in order (summing to the step's rows). Writes every launch's
+    /// tiles at `out` (rows relative to the launch's first row) and appends to `launches` each
+    /// launch's tile range, or nil where every tile is a single row (decode: no tiles needed).
+    /// Returns the tiles written.
+    public static func appendLaunchTiles(
+        segments: some Sequence<Int>, window: Int, rowsPerTile: Int, into out: UnsafeMutablePointer<Int32>,
+        launches: inout [Range<Int>?]
+    ) -> Int {
+        var tiles = 0, start = 0, windowFirst = 0, multiRow = false
+        func closeWindow() {
+            launches.append(multiRow ? windowFirst..<tiles : nil)
+            windowFirst = tiles
+            multiRow = false
+        }
+        var first = 0
+        for rows in segments {
+            var lower = first
+            let last = first + rows
+            while lower < last {  // the sequence, cut at window edges
+                let upper = min(last, start + window)
+                multiRow = multiRow || (upper - lower > 1 && rowsPerTile > 1)
+                tiles = appendQueryTiles(rows: (lower - start)..<(upper - start), rowsPerTile: rowsPerTile, into: out, at: tiles)
+                lower = upper
+                if lower == start + window {
+                    closeWindow()
+                    start += window
+                }
+            }
+            first = last
+        }
+        if first > start { closeWindow() }
+        return tiles
+    }
+
     /// Floats of workspace a call with these sizes may need.
     public static func workspaceCount(sequences: Int, qHeads: Int, headDim: Int, maxLength: Int) -> Int {
         let splits = max(1, (maxLength + splitLengths.last! - 1) / splitLengths.last!)

@@ -181,7 +181,8 @@ extension FMPQModelTests {
     @Test func quantizeRecordsTheSmoothing() throws {
         let (model, tokenizer) = try Self.model()
         let (observed, _) = try Self.calibration(length: 12)
-        let settings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn), kv4: true, keySmoothing: 0.5)
+        // Unclipped A4, as checkpointRoundTripOnTheRealModel: its few calibration tokens leave outliers in A4 blocks.
+        let settings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn, int4Clip: 1), kv4: true, keySmoothing: 0.5)
         let checkpoint = try ModelQuantizer.quantize(
             model: model, calibration: observed, settings: settings, modelFile: Assets.gguf!, modelFileSHA256: nil,
             source: CalibrationSource(text: "test text"))
