@@ -168,17 +168,13 @@ struct Bench: ParsableCommand {
         @Option(help: "Comma-separated context lengths.")
         var length = "1024,4096,8192"
 
-        @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
-        var heads = "32/8/128"
-
         @Option(help: "KV4 kernel: 16-token blocks in flight per warp, 4 or 8.")
         var stages = DecodeAttentionKernel.Tuning().stages
 
         @Option(help: "KV4 kernel: tokens per CTA, a multiple of 16, at least 64 (default: chosen per shape).")
         var split: Int?
 
-        @Option(help: "Tokens per KV page.")
-        var pageSize = 64
+        @OptionGroup var cache: AttentionShapeOptions
 
         @Option(help: "Also write the rows as JSON to this file.")
         var json: String?
@@ -187,28 +183,25 @@ struct Bench: ParsableCommand {
 
         var batches: [Int] { batch.split(separator: ",").compactMap { Int($0) } }
         var lengths: [Int] { length.split(separator: ",").compactMap { Int($0) } }
-        var shape: [Int] { heads.split(separator: "/").compactMap { Int($0) } }
 
         func validate() throws {
             guard !batches.isEmpty, batches.allSatisfy({ (1...65535).contains($0) }), batches.count == batch.split(separator: ",").count
             else { throw ValidationError("--batch takes sequences counts from 1 to 65535, e.g. 1,16") }
             guard !lengths.isEmpty, lengths.allSatisfy({ (1...1_048_576).contains($0) }), lengths.count == length.split(separator: ",").count
             else { throw ValidationError("--length takes context lengths from 1 to 1048576, e.g. 1024,4096") }
-            guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
-            else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
             guard [4, 8].contains(stages) else { throw ValidationError("--stages is 4 or 8") }
             guard split.map({ $0 >= 64 && $0 % 16 == 0 }) ?? true else { throw ValidationError("--split is a multiple of 16, at least 64") }
-            guard (1...4096).contains(pageSize) else { throw ValidationError("--page-size is 1 to 4096 tokens") }
         }
 
         func run() throws {
             try Bench.report(json: json) {
                 let library = try gpu.makeLibrary()
                 let bench = AttentionBenchmark(
-                    library: library, pageSize: pageSize, tuning: .init(stages: stages, splitLength: split))
+                    library: library, pageSize: cache.pageSize, tuning: .init(stages: stages, splitLength: split))
                 var rows: [AttentionBenchmark.Row] = []
                 for b in batches {
                     for l in lengths {
+                        let shape = cache.shape
                         rows.append(try bench.run(batch: b, length: l, qHeads: shape[0], kvHeads: shape[1], headDim: shape[2]))
                         print(AttentionBenchmark.table([rows.last!], device: library.context.device.name).split(separator: "\n").last!)
                     }
@@ -230,11 +223,7 @@ struct Bench: ParsableCommand {
         @Option(help: "Query rows (new tokens) per launch; the GPU runner launches up to 256.")
         var chunk = 256
 
-        @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
-        var heads = "32/8/128"
-
-        @Option(help: "Tokens per KV page.")
-        var pageSize = 64
+        @OptionGroup var cache: AttentionShapeOptions
 
         @Option(help: "Also write the rows as JSON to this file.")
         var json: String?
@@ -242,21 +231,18 @@ struct Bench: ParsableCommand {
         @OptionGroup var gpu: GPUOptions
 
         var prefixes: [Int] { prefix.split(separator: ",").compactMap { Int($0) } }
-        var shape: [Int] { heads.split(separator: "/").compactMap { Int($0) } }
 
         func validate() throws {
             guard !prefixes.isEmpty, prefixes.allSatisfy({ (0...131_072).contains($0) }), prefixes.count == prefix.split(separator: ",").count
             else { throw ValidationError("--prefix takes lengths from 0 to 131072, e.g. 0,4096") }
             guard (1...1024).contains(chunk) else { throw ValidationError("--chunk is 1 to 1024 query rows") }
-            guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
-            else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
-            guard (1...4096).contains(pageSize) else { throw ValidationError("--page-size is 1 to 4096 tokens") }
         }
 
         func run() throws {
             try Bench.report(json: json) {
                 let library = try gpu.makeLibrary()
-                let bench = AttentionBenchmark(library: library, pageSize: pageSize)
+                let bench = AttentionBenchmark(library: library, pageSize: cache.pageSize)
+                let shape = cache.shape
                 var rows: [AttentionBenchmark.PrefillRow] = []
                 for p in prefixes {
                     rows.append(try bench.runPrefill(prefix: p, chunk: chunk, qHeads: shape[0], kvHeads: shape[1], headDim: shape[2]))
@@ -321,5 +307,23 @@ struct Bench: ParsableCommand {
                 return rows
             }
         }
+    }
+}
+
+/// The attention shape and cache paging that `bench attention` and `bench prefill-attention` share.
+struct AttentionShapeOptions: ParsableArguments {
+    @Option(help: "Query heads / KV heads / head dim, e.g. 32/8/128 (Llama-3-8B).")
+    var heads = "32/8/128"
+
+    @Option(help: "Tokens per KV page.")
+    var pageSize = 64
+
+    /// [query heads, KV heads, head dim]
+    var shape: [Int] { heads.split(separator: "/").compactMap { Int($0) } }
+
+    func validate() throws {
+        guard shape.count == 3, shape[0] > 0, shape[1] > 0, shape[0] % shape[1] == 0, [64, 128].contains(shape[2])
+        else { throw ValidationError("--heads is Q/KV/D with Q a multiple of KV and D 64 or 128, e.g. 32/8/128") }
+        guard (1...4096).contains(pageSize) else { throw ValidationError("--page-size is 1 to 4096 tokens") }
     }
 }
