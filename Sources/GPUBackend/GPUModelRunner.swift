@@ -20,9 +20,19 @@ public struct GPURunnerOptions: Sendable, Equatable {
     public var maxStepSequences = 256
     /// Positions per sequence; nil takes the model's context length.
     public var contextLength: Int?
+    /// Whether prefill rows go to KV4 attention in query tiles (several tokens of a sequence per
+    /// CTA, each staged KV byte serving all of them); off, every row is its own CTA as in decode.
+    /// Same results either way (`gpu_runner.fmpq` runs both).
+    public var prefillQueryTiles: Bool
+
+    /// Off by default until `gpu_runner.fmpq` passes with it on a GPU: the kernel's tile path
+    /// passed its own check (`decode_attention.prefill_kv4`), but the runner's staging faulted on
+    /// the one GPU run (int2 reads of a list staged at a 4-byte offset, fixed since).
+    public static let defaultPrefillQueryTiles = false
 
     public init(kvBlockSize: Int = 16, kvBlocks: Int? = nil, memoryFraction: Double = 0.9, maxStepTokens: Int = 2048,
-                maxStepSequences: Int = 256, contextLength: Int? = nil) {
+                maxStepSequences: Int = 256, contextLength: Int? = nil, prefillQueryTiles: Bool = defaultPrefillQueryTiles) {
+        self.prefillQueryTiles = prefillQueryTiles
         self.kvBlockSize = kvBlockSize
         self.kvBlocks = kvBlocks
         self.memoryFraction = memoryFraction
@@ -125,6 +135,7 @@ public final class GPUModelRunner: ModelRunner {
         kvBlockSize = options.kvBlockSize
         maxStepTokens = options.maxStepTokens
         maxStepSequences = min(options.maxStepSequences, options.maxStepTokens)
+        usesPrefillQueryTiles = options.prefillQueryTiles
         maxBlocksPerSequence = (contextLength + kvBlockSize - 1) / kvBlockSize
 
         quantize = try FMPQQuantize(library: library)
@@ -237,12 +248,8 @@ public final class GPUModelRunner: ModelRunner {
         tokens = try deviceSampler.sample(scratch.logits.prefix(n * config.vocabularySize), vocab: config.vocabularySize, rows: rows, on: stream)
     }
 
-    /// Whether prefill rows go to attention in query tiles (several tokens per CTA, see the type's
-    /// NOTES); off, each row is its own CTA as in decode (same results, KV re-read per token).
-    /// Off by default until `gpu_runner.*` passes with it: the kernel's tile path passed its own
-    /// check (`decode_attention.prefill_kv4`), but this runner's staging faulted on the one GPU run
-    /// (int2 reads of a list staged at a 4-byte offset, fixed since) and no GPU was left to rerun it.
-    public var usesPrefillQueryTiles = false
+    /// Whether prefill rows go to attention in query tiles (`GPURunnerOptions.prefillQueryTiles`).
+    public var usesPrefillQueryTiles: Bool
 
     /// Runs decode steps (one token per sequence, all with logits) as CUDA graphs, one per batch
     /// bucket: a step of B sequences is padded to the next bucket with dummy rows that write to a

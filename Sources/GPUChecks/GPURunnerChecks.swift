@@ -41,19 +41,30 @@ enum GPURunnerChecks {
                     attentionBias: true),
     ]
 
+    /// Both attention paths of a prefill: one CTA per row, and query tiles (`prefillQueryTiles`).
     static let fmpq = GPUCheck("gpu_runner.fmpq") { env in
-        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: true, tolerance: 0.15, &env).summary }
+        try runAll(queryTiles: [false, true]) {
+            try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: true, tolerance: 0.15,
+                        queryTiles: $1, &env).summary
+        }
     }
 
     static let bf16 = GPUCheck("gpu_runner.bf16") { env in
-        try runAll { try compare(source: RandomLlamaWeights(config: $0, random: &env.random), quantized: false, tolerance: 0.02, &env).summary }
+        try runAll { config, _ in
+            try compare(source: RandomLlamaWeights(config: config, random: &env.random), quantized: false, tolerance: 0.02, &env).summary
+        }
     }
 
-    /// Every config, all reported even when one fails.
-    static func runAll(_ body: (ModelConfig) throws -> String) throws -> String {
+    /// Every config (and query-tile setting), all reported even when one fails.
+    static func runAll(
+        queryTiles: [Bool] = [GPURunnerOptions.defaultPrefillQueryTiles], _ body: (ModelConfig, Bool) throws -> String
+    ) throws -> String {
         var lines: [String] = [], failed = false
         for config in configs {
-            do { lines.append(try body(config)) } catch { lines.append("FAILED \(error)"); failed = true }
+            for tiles in queryTiles {
+                let label = queryTiles.count > 1 ? "query tiles \(tiles ? "on" : "off"): " : ""
+                do { lines.append(label + (try body(config, tiles))) } catch { lines.append(label + "FAILED \(error)"); failed = true }
+            }
         }
         let summary = lines.joined(separator: "; ")
         if failed { throw CheckFailure(summary) }
@@ -140,13 +151,13 @@ enum GPURunnerChecks {
     /// quantize for a multiple of it).
     static func compare(
         source: any LlamaWeightSource, quantized: Bool, tolerance: Double, ranks: Int = 1, recipe: FMPQRecipe = FMPQRecipe(weightMethod: .rtn),
-        tensorParallel: Int = 1, _ env: inout GPUCheckEnvironment
+        tensorParallel: Int = 1, queryTiles: Bool = GPURunnerOptions.defaultPrefillQueryTiles, _ env: inout GPUCheckEnvironment
     ) throws -> (summary: String, rows: [[Float]]) {
         let config = source.config
         let calibration = (0..<4).map { _ in (0..<48).map { _ in Int32.random(in: 0..<Int32(config.vocabularySize), using: &env.random) } }
         let (cpu, runner, checkpoint) = try makeModels(
             source: source, quantized: quantized, calibration: calibration, ranks: ranks,
-            settings: QuantizeSettings(recipe: recipe, tensorParallel: tensorParallel), &env)
+            settings: QuantizeSettings(recipe: recipe, tensorParallel: tensorParallel), queryTiles: queryTiles, &env)
         var gpuRows: [[Float]] = []
         // The fp32 model, to measure FMPQ's own error, and the perturbed CPU model (quantized runs only).
         let float = quantized ? try LlamaCPUModel(weights: source, maxBatchTokens: 64) : nil
@@ -220,7 +231,8 @@ enum GPURunnerChecks {
     /// positions), over `ranks` GPUs.
     static func makeModels(
         source: any LlamaWeightSource, quantized: Bool, calibration: [[Int32]], ranks: Int = 1,
-        settings: QuantizeSettings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn)), _ env: inout GPUCheckEnvironment
+        settings: QuantizeSettings = QuantizeSettings(recipe: FMPQRecipe(weightMethod: .rtn)),
+        queryTiles: Bool = GPURunnerOptions.defaultPrefillQueryTiles, _ env: inout GPUCheckEnvironment
     ) throws -> (LlamaCPUModel, any GPURunner, QuantizedCheckpoint?) {
         let cpu = try LlamaCPUModel(weights: source, maxBatchTokens: 64)
         let plan: GPUWeightsPlan
@@ -238,7 +250,8 @@ enum GPURunnerChecks {
         }
         let runner = try plan.runner(
             libraries: try env.libraries(ranks), search: env.librarySearch,
-            options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8, contextLength: 256))
+            options: GPURunnerOptions(kvBlockSize: 16, kvBlocks: 64, maxStepTokens: 128, maxStepSequences: 8, contextLength: 256,
+                                      prefillQueryTiles: queryTiles))
         return (cpu, runner, made)
     }
 

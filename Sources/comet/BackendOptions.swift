@@ -24,6 +24,10 @@ struct BackendOptions: ParsableArguments {
     @Option(help: "GPU: run the model over this many GPUs (tensor parallelism over NCCL, GPUs --device onwards). An FMPQ checkpoint must be quantized with the same or a multiple of it.")
     var tensorParallel = 1
 
+    @Flag(inversion: .prefixedEnableDisable,
+          help: "GPU: prefill attention in query tiles (several prompt tokens per CTA share each KV4 page read).")
+    var prefillQueryTiles = GPURunnerOptions.defaultPrefillQueryTiles
+
     @OptionGroup var gpu: GPUOptions
 
     func validate() throws {
@@ -32,9 +36,11 @@ struct BackendOptions: ParsableArguments {
         guard tensorParallel == 1 || backend == .gpu else { throw ValidationError("--tensor-parallel needs --backend gpu") }
     }
 
-    /// The GPU runner for `plan` with these options.
+    /// The GPU runner for `plan` with these options (and this command line's runner flags).
     func gpuRunner(_ plan: GPUWeightsPlan, options: GPURunnerOptions) throws -> (runner: any GPURunner, device: String) {
         let libraries = try gpu.makeLibraries(count: tensorParallel)
+        var options = options
+        options.prefillQueryTiles = prefillQueryTiles
         let runner = try plan.runner(libraries: libraries, search: gpu.librarySearch, options: options)
         let name = libraries[0].context.device.name
         return (runner, tensorParallel == 1 ? name : "\(tensorParallel) x \(name) (tensor parallel)")
