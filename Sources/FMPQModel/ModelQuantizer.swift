@@ -102,16 +102,8 @@ public enum ModelQuantizer {
                     // The budget's block count, but on the channels in their original order.
                     let chosen = try FMPQPermutation(statistics: observed.statistics, criterion: recipe.criterion,
                                                      budget: recipe.budget, blockSize: recipe.blockSize)
-                    permutation = FMPQPermutation.identity(layout: try chosen.layout.clippingInt4(recipe.int4Clip))
-                    switch recipe.weightMethod {
-                    case .rtn:
-                        int4 = try Int4Weights(roundingToNearest: weights, outputs: shape.outDim, layout: permutation.layout)
-                    case .gptq:
-                        guard let hessian = observed.hessian else {
-                            throw QuantError.shapeMismatch("GPTQ needs the Hessians; calibrate with them")
-                        }
-                        int4 = try recipe.gptq.quantize(weights, outputs: shape.outDim, hessian: hessian.matrix, layout: permutation.layout)
-                    }
+                    permutation = FMPQPermutation.identity(layout: try recipe.int4Treatment(chosen.layout))
+                    int4 = try recipe.quantize(weights: weights, outputs: shape.outDim, permutation: permutation, hessian: observed.hessian)
                 }
                 try checkpoint.addLinear(slot.name(layer: layer), weights: int4, permutation: permutation)
             }

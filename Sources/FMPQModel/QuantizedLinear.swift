@@ -36,7 +36,7 @@ public struct QuantizedLinear: Sendable {
     }
 
     /// Permutes `x` ([tokens, inputChannels], original order) into `out` ([tokens,
-    /// paddedChannels], zero padding) and, for `.fmpq`, replaces each (token, block) by the
+    /// paddedChannels], zero padding), rotates the layout's rotated blocks and, for `.fmpq`, replaces each (token, block) by the
     /// values of its codes: exactly `QuantizedActivations(quantizing:).dequantized()`.
     public func prepare(_ x: UnsafePointer<Float>, tokens: Int, activations: Activations, into out: UnsafeMutablePointer<Float>) {
         let k = layout.inputChannels, kp = layout.paddedChannels, bs = layout.blockSize
@@ -44,6 +44,8 @@ public struct QuantizedLinear: Sendable {
             let row = out + t * kp, source = x + t * k
             for p in 0..<k { row[p] = source[Int(permutation[p])] }
             for p in k..<kp { row[p] = 0 }
+            // Rotated blocks (weights W·H / n) take H·x, quantized or not.
+            for b in 0..<layout.blockCount where layout.rotates(block: b) { BlockHadamard.transform(row + b * bs, count: bs) }
             guard activations == .fmpq else { continue }
             for b in 0..<layout.blockCount {
                 let block = row + b * bs

@@ -5,6 +5,9 @@ import Quant
 
 /// fmpq_quantize.cu against Quant.ActivationQuantization.
 ///
+/// Rotated blocks (`FMPQLayout.rotation`) are the same fp32 butterflies on both sides,
+/// so they change none of these tolerances.
+///
 /// Tolerance: scales within 1e-5 relative; codes equal except where the GPU's fp32 sum order
 /// (RMSNorm) or expf (SwiGLU, 2 ulp) moves a value across a rounding boundary: then by one
 /// step, at most max(2, 1 in 10^4) codes. Copy and permutation alone (permute_quantize) must
@@ -14,9 +17,13 @@ enum FMPQQuantizeChecks {
     static let all = [rmsNorm, swiGLU, permuted]
 
     struct Case: CustomStringConvertible {
-        var m: Int, k: Int, blockSize: Int, int8Blocks: Int, int4Clip: Float = 1
-        var description: String { "M\(m) K\(k) bs\(blockSize) a8=\(int8Blocks)" + (int4Clip < 1 ? " clip \(int4Clip)" : "") }
-        var layout: FMPQLayout { get throws { try FMPQLayout(inputChannels: k, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip) } }
+        var m: Int, k: Int, blockSize: Int, int8Blocks: Int, int4Clip: Float = 1, rotation = BlockRotation.none
+        var description: String {
+            "M\(m) K\(k) bs\(blockSize) a8=\(int8Blocks)" + (int4Clip < 1 ? " clip \(int4Clip)" : "") + (rotation != .none ? " rotated \(rotation)" : "")
+        }
+        var layout: FMPQLayout {
+            get throws { try FMPQLayout(inputChannels: k, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip, rotation: rotation) }
+        }
     }
 
     static let cases = [
@@ -24,6 +31,13 @@ enum FMPQQuantizeChecks {
         Case(m: 7, k: 4096, blockSize: 128, int8Blocks: 5, int4Clip: 0.8),  // A4 scales clipped (saturated codes)
         Case(m: 130, k: 1024, blockSize: 128, int8Blocks: 2, int4Clip: 0.85),  // two token tiles, the second mostly padding
         Case(m: 33, k: 1000, blockSize: 64, int8Blocks: 3, int4Clip: 0.7),
+        // Hadamard-rotated blocks (BlockHadamard): A4 ones 128 and 64 wide, packed and tiled, a
+        // partial last A4 block that stays unrotated (a8=0), and every block (rotation all).
+        Case(m: 9, k: 4096, blockSize: 128, int8Blocks: 5, int4Clip: 0.8, rotation: .int4),
+        Case(m: 129, k: 1024, blockSize: 128, int8Blocks: 1, int4Clip: 0.8, rotation: .int4),
+        Case(m: 17, k: 1000, blockSize: 64, int8Blocks: 2, int4Clip: 0.9, rotation: .int4),
+        Case(m: 5, k: 576, blockSize: 128, int8Blocks: 0, rotation: .int4),
+        Case(m: 3, k: 1100, blockSize: 128, int8Blocks: 3, rotation: .all),  // A8 blocks too; the partial last one not
         Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // 56 KiB row: opt-in shared memory
         Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // 112 KiB row (Llama-3-70B FFN)
     ]

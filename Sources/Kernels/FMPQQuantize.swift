@@ -83,7 +83,8 @@ public struct FMPQQuantize: Sendable {
                    x.pointer, permutation.pointer, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
-    /// Launches `op` with `arguments` followed by (tokens, the output's three buffers, the A4 clip).
+    /// Launches `op` with `arguments` followed by (tokens, the output's three buffers, the A4
+    /// clip, the blocks that may be rotated).
     private func launch<each Argument: BitwiseCopyable>(
         _ op: Operation, _ output: some FMPQQuantizeOutput, rowFloats: Int, on stream: CUDAStream, _ arguments: repeat each Argument
     ) throws {
@@ -96,7 +97,8 @@ public struct FMPQQuantize: Sendable {
         let function = functions[Variant(operation: op, tiled: target.tiled, blockSize: output.layout.blockSize)]
         try function.launch(
             grid: Dim3(target.rows), block: Dim3(256), sharedMemoryBytes: shared, on: stream,
-            repeat each arguments, Int32(output.tokens), target.first, target.second, target.scales, output.layout.int4Clip)
+            repeat each arguments, Int32(output.tokens), target.first, target.second, target.scales, output.layout.int4Clip,
+            Int32(output.layout.rotationBlocks))
     }
 
     private func require(_ condition: Bool, _ op: String, _ layout: FMPQLayout, _ tokens: Int) throws {

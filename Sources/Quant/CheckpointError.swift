@@ -6,7 +6,7 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
     /// manifest.json is not the JSON we write.
     case badManifest(path: String, reason: String)
     /// The checkpoint was written by a format version this build does not read.
-    case unsupportedVersion(path: String, found: Int, supported: Int)
+    case unsupportedVersion(path: String, found: Int, supported: ClosedRange<Int>)
     /// model.safetensors ends before its header or its data says it should.
     case truncated(path: String, reason: String)
     /// model.safetensors' header is malformed.
@@ -23,7 +23,7 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
         case let .unreadable(path, reason): return "cannot read checkpoint file \(path): \(reason)"
         case let .badManifest(path, reason): return "bad checkpoint manifest \(path): \(reason)"
         case let .unsupportedVersion(path, found, supported):
-            return "checkpoint \(path) has format version \(found); this build reads version \(supported) (re-run quantize)"
+            return "checkpoint \(path) has format version \(found); this build reads versions \(supported.lowerBound) to \(supported.upperBound) (re-run quantize)"
         case let .truncated(path, reason): return "truncated checkpoint file \(path): \(reason)"
         case let .badTensorFile(path, reason): return "bad safetensors file \(path): \(reason)"
         case let .checksumMismatch(tensor, expected, found):

@@ -5,8 +5,11 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     public static let formatName = "comet-fmpq-checkpoint"
     /// The version this build writes and reads. Bump it whenever a reader of the old version
     /// would misread the new files. 2: layers carry `int4Clip` (a version-1 reader would quantize
-    /// their A4 blocks unclipped).
-    public static let currentVersion = 2
+    /// their A4 blocks unclipped). 3: layers may rotate blocks (`rotation`; a version-2 reader
+    /// would quantize them unrotated). Version 2 files still load: no rotation.
+    public static let currentVersion = 3
+    /// The versions this build reads.
+    public static let readableVersions = 2...3
     /// The packing every tensor follows, as `Int4Weights`, `QuantizedActivations` and
     /// `KV4` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
     /// 64/128-block); INT8 blocks last in K; permutation[p] = original channel at position p).
@@ -97,6 +100,8 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
         public var int8Share: Double
         /// `FMPQLayout.int4Clip`: the A4 blocks' scale clip ratio, applied at run time.
         public var int4Clip: Float
+        /// `FMPQLayout.rotation`: which blocks are Hadamard rotated (absent before version 3: none).
+        public var rotation: BlockRotation?
         /// U8 [outputs, paddedChannels / 2]: `Int4Weights.codes`.
         public var weights: String
         /// F16 [outputs, blocks]: `Int4Weights.scales`.
@@ -106,7 +111,8 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
 
         /// The layout this record describes (throws on an impossible one).
         public func layout() throws -> FMPQLayout {
-            try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip)
+            try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: int4Clip,
+                           rotation: rotation ?? .none)
         }
     }
 

@@ -16,8 +16,11 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
     /// way). A8 blocks are never clipped. (SmolLM2, W4AxKV4: 1.0 42.67, 0.9 41.32, 0.8 40.15,
     /// 0.7 43.90, bench/results/accuracy-smollm2.md.)
     public let int4Clip: Float
+    /// Which blocks are Walsh-Hadamard rotated before they are quantized (`BlockHadamard`:
+    /// activations H·x, weights W·H / n). A partial last block never is.
+    public let rotation: BlockRotation
 
-    public init(inputChannels: Int, blockSize: Int = 128, int8Blocks: Int, int4Clip: Float = 1) throws {
+    public init(inputChannels: Int, blockSize: Int = 128, int8Blocks: Int, int4Clip: Float = 1, rotation: BlockRotation = .none) throws {
         guard inputChannels > 0 else { throw QuantError.invalidLayout("input channels must be positive, got \(inputChannels)") }
         guard blockSize == 64 || blockSize == 128 else {
             throw QuantError.invalidLayout("block size must be 64 or 128, got \(blockSize)")
@@ -33,15 +36,28 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
         self.blockSize = blockSize
         self.int8Blocks = int8Blocks
         self.int4Clip = int4Clip
+        self.rotation = rotation
     }
 
-    /// The same layout with another A4 clip ratio.
-    public func clippingInt4(_ clip: Float) throws -> FMPQLayout {
-        try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: clip)
+    /// The same blocks with another A4 clip ratio and rotation.
+    public func with(int4Clip clip: Float, rotation: BlockRotation) throws -> FMPQLayout {
+        try FMPQLayout(inputChannels: inputChannels, blockSize: blockSize, int8Blocks: int8Blocks, int4Clip: clip, rotation: rotation)
     }
 
     /// The clip ratio of block `b`'s scale (1 for INT8 blocks).
     public func clip(block b: Int) -> Float { isInt8(block: b) ? 1 : int4Clip }
+
+    /// Whether block `b` is rotated: one of `rotation`'s blocks, wholly inside K.
+    public func rotates(block b: Int) -> Bool { b < rotationBlocks && (b + 1) * blockSize <= inputChannels }
+
+    /// The leading blocks `rotation` covers (the kernels rotate those wholly inside K).
+    public var rotationBlocks: Int {
+        switch rotation {
+        case .none: 0
+        case .int4: int4Blocks
+        case .all: blockCount
+        }
+    }
 
     /// K rounded up to whole blocks; channels past `inputChannels` are zero.
     public var paddedChannels: Int { blockCount * blockSize }
@@ -55,6 +71,17 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
     public var int8Share: Double { Double(int8Blocks) / Double(blockCount) }
     /// Whether block `b` is an INT8 block.
     public func isInt8(block b: Int) -> Bool { b >= int4Blocks }
+}
+
+/// Which blocks of an FMPQ layout are Hadamard rotated (`BlockHadamard`).
+public enum BlockRotation: String, Sendable, Equatable, Hashable, Codable, CaseIterable {
+    /// None: the paper's FMPQ.
+    case none
+    /// The A4 blocks (FMPQ's default here: SmolLM2 W4AxKV4 35.81 against 40.15 unrotated,
+    /// bench/results/accuracy-smollm2.md); the A8 outlier blocks are fine as they are.
+    case int4
+    /// Every block, A8 ones too (the rotated W4A8 baseline, as QServe rotates).
+    case all
 }
 
 public enum QuantError: Error, CustomStringConvertible, Equatable, Sendable {

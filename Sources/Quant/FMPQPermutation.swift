@@ -122,18 +122,27 @@ public struct FMPQPermutation: Sendable, Equatable, Codable {
 
     /// The relative squared error ‖Q(x) − x‖² / ‖x‖² of quantizing activations `x` ([tokens, K],
     /// original channel order) in this layout with per-(token, block) scales: the cheap
-    /// per-layer proxy for comparing criteria and budgets before a perplexity run.
+    /// per-layer proxy for comparing criteria and budgets before a perplexity run. Rotated
+    /// blocks are compared as H·x and weighted 1 / n (H·H = n·I): the error in x's own space.
     public func activationError(_ x: [Float], tokens: Int) throws -> Double {
-        let permuted = try permuteColumns(x, rows: tokens)
+        var permuted = try permuteColumns(x, rows: tokens)
         let back = try QuantizedActivations(quantizing: permuted, tokens: tokens, layout: layout).dequantized()
-        let k = layout.inputChannels, kp = layout.paddedChannels
+        let k = layout.inputChannels, kp = layout.paddedChannels, bs = layout.blockSize
+        permuted.withUnsafeMutableBufferPointer { rows in
+            for t in 0..<tokens {
+                for b in 0..<layout.blockCount where layout.rotates(block: b) {
+                    BlockHadamard.transform(rows.baseAddress! + t * k + b * bs, count: bs)
+                }
+            }
+        }
         var error = 0.0, energy = 0.0
         for t in 0..<tokens {
             for p in 0..<k {
+                let weight = layout.rotates(block: p / bs) ? 1 / Double(bs) : 1
                 let v = Double(permuted[t * k + p])
                 let d = Double(back[t * kp + p]) - v
-                error += d * d
-                energy += v * v
+                error += weight * d * d
+                energy += weight * v * v
             }
         }
         return energy > 0 ? error / energy : 0

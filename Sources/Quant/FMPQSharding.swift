@@ -76,7 +76,8 @@ extension FMPQPermutation {
             local.append(c)
         }
         let localLayout = try FMPQLayout(
-            inputChannels: width, blockSize: layout.blockSize, int8Blocks: layout.int8Blocks / ranks, int4Clip: layout.int4Clip)
+            inputChannels: width, blockSize: layout.blockSize, int8Blocks: layout.int8Blocks / ranks, int4Clip: layout.int4Clip,
+            rotation: layout.rotation)
         let bs = layout.blockSize
         let blocks = [(int4.lowerBound / bs)..<(int4.upperBound / bs), (int8.lowerBound / bs)..<(int8.upperBound / bs)]
         return (try weights.blocks(blocks, layout: localLayout), try FMPQPermutation(layout: localLayout, permutation: local))

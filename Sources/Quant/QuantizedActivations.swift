@@ -46,6 +46,7 @@ public struct QuantizedActivations: Sendable, Equatable {
                     let k = b * bs + i
                     block[i] = k < layout.inputChannels ? x[t * layout.inputChannels + k] : 0
                 }
+                if layout.rotates(block: b) { BlockHadamard.transform(&block, count: bs) }
                 let bits = layout.isInt8(block: b) ? 8 : 4
                 let scale = block.withUnsafeBufferPointer { values in
                     codes.withUnsafeMutableBufferPointer { SymmetricQuantizer.quantize(values, bits: bits, clip: layout.clip(block: b), into: $0) }
@@ -71,7 +72,7 @@ public struct QuantizedActivations: Sendable, Equatable {
         return Int32(int8[t * layout.int8Channels + k - layout.int4Channels])
     }
 
-    /// The real value the codes stand for, [tokens, paddedChannels].
+    /// The real value the codes stand for, [tokens, paddedChannels] (rotated blocks as H·x).
     public func dequantized() -> [Float] {
         let kp = layout.paddedChannels
         var out = [Float](repeating: 0, count: tokens * kp)

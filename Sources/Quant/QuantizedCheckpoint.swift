@@ -55,7 +55,7 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
         let record = CheckpointManifest.LayerPrecision(
             inputChannels: layout.inputChannels, outputs: weights.outputs, blockSize: layout.blockSize,
             int8Blocks: layout.int8Blocks, int8Share: layout.int8Share, int4Clip: layout.int4Clip,
-            weights: "\(name).weight", scales: "\(name).scales", permutation: "\(name).perm"
+            rotation: layout.rotation, weights: "\(name).weight", scales: "\(name).scales", permutation: "\(name).perm"
         )
         try addTensor(record.weights, Tensor(weights.codes, shape: [weights.outputs, layout.paddedChannels / 2]))
         try addTensor(record.scales, Tensor(weights.scales, shape: [weights.outputs, layout.blockCount]))
@@ -177,8 +177,8 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
         guard probe.format == CheckpointManifest.formatName else {
             throw .badManifest(path: path, reason: "format is \"\(probe.format)\", not \"\(CheckpointManifest.formatName)\"")
         }
-        guard probe.formatVersion == CheckpointManifest.currentVersion else {
-            throw .unsupportedVersion(path: path, found: probe.formatVersion, supported: CheckpointManifest.currentVersion)
+        guard CheckpointManifest.readableVersions.contains(probe.formatVersion) else {
+            throw .unsupportedVersion(path: path, found: probe.formatVersion, supported: CheckpointManifest.readableVersions)
         }
         let manifest: CheckpointManifest
         do {

@@ -166,9 +166,10 @@ struct TableRow {
 
     static func recipe(
         _ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax,
-        int4Clip: Float = FMPQRecipe.defaultInt4Clip
+        int4Clip: Float = FMPQRecipe.defaultInt4Clip, rotation: BlockRotation = .none
     ) -> FMPQRecipe {
-        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method, int4Clip: int4Clip)
+        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method, int4Clip: int4Clip,
+                   rotation: rotation)
     }
 
     static func quantized(
@@ -206,7 +207,7 @@ struct TableRow {
         TableRow(name: "w8a8-smoothquant", weights: "INT8 RTN per channel", activations: "A8 per token, SmoothQuant alpha 0.5",
                  kv: "fp32", method: .smoothQuantW8A8(alpha: 0.5)),
         quantized("atom-w4a4kv4", "INT4 GPTQ g128", "A4 + 128 outlier channels A8, permuted", "KV4",
-                  recipe: FMPQRecipe(budget: .outlierChannels(128)), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+                  recipe: FMPQRecipe(budget: .outlierChannels(128), rotation: .none), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-no-perm", "INT4 GPTQ g128", "A4 + last 20% blocks A8, unpermuted", "fp32",
                   recipe: recipe(.gptq, share: 0.2), permute: false, evaluation: .init(activations: .fmpq, kv4: false)),
         quantized("w4a16-gptq", "INT4 GPTQ g128", "fp32", "fp32",
@@ -221,6 +222,23 @@ struct TableRow {
                   recipe: recipe(.gptq, share: 0.2, blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-rms", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks (rms criterion)", "fp32",
                   recipe: recipe(.gptq, share: 0.2, criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-w4axkv4-rot", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4",
+                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-rot-ks", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4, K smoothed",
+                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, keySmoothing: true,
+                  evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4ax-rot", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "fp32",
+                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("w4a8kv4-rot", "INT4 GPTQ g128", "A8 per (token, 128), Hadamard rotated", "KV4",
+                  recipe: recipe(.gptq, share: 1, rotation: .all), permute: false, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("w4a16-gptq-rot", "INT4 GPTQ g128, Hadamard rotated", "fp32", "fp32",
+                  recipe: recipe(.gptq, share: 0, rotation: .int4), permute: false, evaluation: .init(activations: .a16, kv4: false)),
+        quantized("fmpq-w4axkv4-rot-clip0.9", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip 0.9) + 20% A8 blocks", "KV4",
+                  recipe: recipe(.gptq, share: 0.2, int4Clip: 0.9, rotation: .int4), permute: true,
+                  evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-rot-clip1.0", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, unclipped) + 20% A8 blocks", "KV4",
+                  recipe: recipe(.gptq, share: 0.2, int4Clip: 1, rotation: .int4), permute: true,
+                  evaluation: .init(activations: .fmpq, kv4: true)),
     ] + [Float(1), 0.9, 0.7].map { clip in
         // The A4 clip ratio (FMPQLayout.int4Clip): the default 0.8 against these.
         quantized("fmpq-w4axkv4-clip\(clip)", "INT4 GPTQ g128", "FMPQ A4 (clip \(clip)) + 20% A8 blocks", "KV4",

@@ -69,6 +69,9 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "A4 activation clip ratio in (0, 1]: each A4 block's scale is (abs-max * ratio) / 7 (1: no clipping).")
     var a4Clip: Float = FMPQRecipe.defaultInt4Clip
 
+    @Option(help: "Walsh-Hadamard rotation of whole blocks (activations H·x before their scale is taken, weights W·H / n), which spreads a block's largest values over all of its channels: none, int4 (the A4 blocks) or all.")
+    var rotation: BlockRotation = FMPQRecipe.defaultRotation
+
     @Flag(help: "Keep channels in their original order (ablation: INT8 blocks take whatever channels are last).")
     var noPermutation = false
 
@@ -100,13 +103,15 @@ struct RecipeOptions: ParsableArguments {
     var settings: QuantizeSettings {
         let budget: INT8Budget = int8Threshold.map { .threshold(ratio: $0, maxFraction: int8Share) } ?? .fractionOfBlocks(int8Share)
         return QuantizeSettings(
-            recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights, int4Clip: a4Clip),
+            recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights, int4Clip: a4Clip,
+                                 rotation: rotation),
             permute: !noPermutation, kv4: kv4,
             keySmoothing: keySmoothing ? keySmoothingAlpha : nil, tensorParallel: tensorParallel)
     }
 }
 
 extension OutlierCriterion: ExpressibleByArgument {}
+extension BlockRotation: ExpressibleByArgument {}
 extension FMPQRecipe.WeightMethod: ExpressibleByArgument {}
 extension QuantizedLinear.Activations: ExpressibleByArgument {}
 

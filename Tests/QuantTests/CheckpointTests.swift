@@ -10,8 +10,8 @@ func temporaryFolder() throws -> URL {
     return url
 }
 
-/// A small checkpoint of two FMPQ linear layers (block sizes 128 and 64, a partial block) and
-/// plain tensors of every other dtype.
+/// A small checkpoint of two FMPQ linear layers (block sizes 128 and 64, a partial block; the
+/// first clipped and with rotated A4 blocks) and plain tensors of every other dtype.
 func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedCheckpoint {
     let config: JSONValue = .object(["dim": .int(576), "ropeBase": .number(100000.5), "architecture": .string("llama"), "tied": .bool(true)])
     var checkpoint = QuantizedCheckpoint(
@@ -22,7 +22,8 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
         let x = activationsWithOutliers(tokens: 32, channels: k, outliers: [1, 7, k - 3], factor: 30, using: &random)
         var stats = CalibrationStatistics(channels: k)
         try stats.add(x, tokens: 32)
-        let p = try FMPQPermutation(statistics: stats, budget: .fractionOfBlocks(0.25), blockSize: blockSize)
+        var p = try FMPQPermutation(statistics: stats, budget: .fractionOfBlocks(0.25), blockSize: blockSize)
+        if blockSize == 128 { p = try FMPQPermutation(layout: p.layout.with(int4Clip: 0.8, rotation: .int4), permutation: p.permutation) }
         let w = try Int4Weights(roundingToNearest: p.permuteColumns(random.gaussians(n * k), rows: n), outputs: n, layout: p.layout)
         try checkpoint.addLinear(name, weights: w, permutation: p)
     }
@@ -50,6 +51,8 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
         let original = try checkpoint.linear("blk.0.ffn_down"), back = try loaded.linear("blk.0.ffn_down")
         #expect(back.weights == original.weights && back.permutation == original.permutation)
         #expect(loaded.layers["blk.0.attn_q"]?.int8Share == 0.2)  // 5 blocks of 128, a quarter rounded down
+        #expect(try loaded.linear("blk.0.attn_q").permutation.layout.rotation == .int4)
+        #expect(try loaded.linear("blk.0.attn_q").permutation.layout.int4Clip == 0.8)
         #expect(loaded.model["ropeBase"] == .number(100000.5) && loaded.model["dim"] == .int(576))
         // Nothing but the checkpoint is left in the parent folder.
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["ckpt"])
@@ -104,8 +107,32 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
         try withWrittenCheckpoint { path in
             for version in [1, CheckpointManifest.currentVersion + 1] {  // 1: before int4Clip
                 try editManifest(path) { $0["formatVersion"] = version }
-                expectLoadError(path) { $0 == .unsupportedVersion(path: "\(path)/manifest.json", found: version, supported: CheckpointManifest.currentVersion) }
+                expectLoadError(path) { $0 == .unsupportedVersion(path: "\(path)/manifest.json", found: version, supported: CheckpointManifest.readableVersions) }
             }
+        }
+    }
+
+    /// Version 2 (before rotation) still loads: no `rotation` keys, every layout unrotated.
+    @Test func version2LoadsUnrotated() throws {
+        try withWrittenCheckpoint { path in
+            try editManifest(path) { manifest in
+                manifest["formatVersion"] = 2
+                var layers = manifest["layers"] as! [String: Any]
+                for (name, layer) in layers {
+                    var record = layer as! [String: Any]
+                    record["rotation"] = nil
+                    layers[name] = record
+                }
+                manifest["layers"] = layers
+                var calibration = manifest["calibration"] as! [String: Any]
+                var recipe = calibration["recipe"] as! [String: Any]
+                recipe["rotation"] = nil
+                calibration["recipe"] = recipe
+                manifest["calibration"] = calibration
+            }
+            let loaded = try QuantizedCheckpoint.load(from: path)
+            for name in loaded.layers.keys { #expect(try loaded.linear(name).permutation.layout.rotation == BlockRotation.none, "\(name)") }
+            #expect(loaded.calibration.recipe.rotation == BlockRotation.none)
         }
     }
 

@@ -8,6 +8,10 @@
 // are zero padding. Quantization is exactly Quant.SymmetricQuantizer's: scale = (absmax * clip)
 // / qmax with clip = a4_clip for A4 blocks (FMPQLayout.int4Clip) and 1 for A8, code =
 // rint(v / scale) clamped to [-qmax, qmax], fp32 product and IEEE division (no fast math).
+// Blocks below rotated_blocks (FMPQLayout.rotationBlocks: 0, the A4 blocks or all) and wholly
+// inside K are first Walsh-Hadamard transformed
+// (Quant.BlockHadamard: unnormalized, butterflies of stride 1, 2, 4, ... each (a, b) -> (a + b,
+// a - b), in that order, so the fp32 results are bit-identical to the reference).
 //
 // One block of 256 threads per token. The token's row is staged in shared memory (fp32) so
 // that the permutation's gathers are cheap; each warp then quantizes whole K-blocks, one
@@ -75,20 +79,48 @@ struct TiledActivations {
     }
 };
 
-// Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), through `out`.
+// x <- H x over a warp's block of PER * 32 values, lane holding positions PER lane .. PER lane +
+// PER - 1: the strides below PER inside a lane, the rest across lanes (partner lane ^ (h / PER);
+// the lower position of a pair keeps a + b, the upper takes a - b, a being the lower's value).
+template <int PER>
+COMET_DEVICE void block_hadamard(float (&v)[PER], int lane) {
+#pragma unroll
+    for (int h = 1; h < PER; h *= 2) {
+#pragma unroll
+        for (int j = 0; j < PER; ++j) {
+            if (j & h) continue;
+            const float a = v[j], b = v[j + h];
+            v[j] = __fadd_rn(a, b);
+            v[j + h] = __fsub_rn(a, b);
+        }
+    }
+#pragma unroll
+    for (int mask = 1; mask < 32; mask *= 2) {
+        const bool upper = lane & mask;
+#pragma unroll
+        for (int j = 0; j < PER; ++j) {
+            const float other = __shfl_xor_sync(0xffffffffu, v[j], mask);
+            v[j] = upper ? __fsub_rn(other, v[j]) : __fadd_rn(v[j], other);
+        }
+    }
+}
+
+// Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), through `out`; blocks
+// below rotated_blocks and wholly inside the K real channels are rotated first.
 template <int BS, typename Value, typename Output>
-COMET_DEVICE void quantize_row(const Value& value, int t, int int4_blocks, int int8_blocks, float a4_clip, const Output& out) {
+COMET_DEVICE void quantize_row(const Value& value, int t, int K, int int4_blocks, int int8_blocks, float a4_clip, int rotated_blocks,
+                               const Output& out) {
     constexpr int PER = BS / 32;  // values per lane
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int blocks = int4_blocks + int8_blocks;
     for (int b = warp; b < blocks; b += QUANT_THREADS / 32) {
         float v[PER];
+#pragma unroll
+        for (int i = 0; i < PER; ++i) v[i] = value(b * BS + lane * PER + i);
+        if (b < rotated_blocks && (b + 1) * BS <= K) block_hadamard<PER>(v, lane);
         float absmax = 0.f;
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            v[i] = value(b * BS + lane * PER + i);
-            absmax = fmaxf(absmax, fabsf(v[i]));
-        }
+        for (int i = 0; i < PER; ++i) absmax = fmaxf(absmax, fabsf(v[i]));
         absmax = warp_max(absmax);
         const float qmax = b >= int4_blocks ? 127.f : 7.f;
         const float scale = __fdiv_rn(__fmul_rn(absmax, b >= int4_blocks ? 1.f : a4_clip), qmax);
@@ -115,7 +147,7 @@ COMET_DEVICE float block_sum(float v, float* scratch) {
 template <int BS, typename Output>
 COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma,
                                    const int32_t* __restrict__ perm, float eps, int K, int int4_blocks,
-                                   int int8_blocks, int tokens, float a4_clip, const Output& out) {
+                                   int int8_blocks, int tokens, float a4_clip, int rotated_blocks, const Output& out) {
     extern __shared__ float row[];  // [K]
     __shared__ float scratch[QUANT_THREADS / 32];
     const int t = blockIdx.x;
@@ -129,12 +161,13 @@ COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const fl
     const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);
     __syncthreads();
     quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] * inv * gamma[perm[p]] : 0.f; },
-                     t, int4_blocks, int8_blocks, a4_clip, out);
+                     t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, const int32_t* __restrict__ perm,
-                                  int F, int int4_blocks, int int8_blocks, int tokens, float a4_clip, const Output& out) {
+                                  int F, int int4_blocks, int int8_blocks, int tokens, float a4_clip, int rotated_blocks,
+                                  const Output& out) {
     extern __shared__ float row[];  // [F]
     const int t = blockIdx.x;
     const bool real = t < tokens;
@@ -144,17 +177,18 @@ COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, con
         row[k] = gate / (1.f + expf(-gate)) * up;
     }
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4_clip, out);
+    quantize_row<BS>([&](int p) { return p < F ? row[perm[p]] : 0.f; }, t, F, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ perm,
-                                   int K, int int4_blocks, int int8_blocks, int tokens, float a4_clip, const Output& out) {
+                                   int K, int int4_blocks, int int8_blocks, int tokens, float a4_clip, int rotated_blocks,
+                                   const Output& out) {
     extern __shared__ float row[];  // [K]
     const int t = blockIdx.x;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) row[k] = t < tokens ? __bfloat162float(x[size_t(t) * K + k]) : 0.f;
     __syncthreads();
-    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, int4_blocks, int8_blocks, a4_clip, out);
+    quantize_row<BS>([&](int p) { return p < K ? row[perm[p]] : 0.f; }, t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 // Entry points. Packed: (a4, a8, scales), one block per token. Tiled: (codes, unused, scales),
@@ -166,18 +200,18 @@ COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const in
 #define FMPQ_QUANTIZE_ENTRIES(BS, FORMAT)                                                                     \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const float* gamma, const int32_t* perm, float eps, int K, int int4_blocks,  \
-        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {               \
-        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
+        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {\
+        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_##FORMAT##_bs##BS(          \
         const __nv_bfloat16* gate_up, const int32_t* perm, int F, int int4_blocks, int int8_blocks,         \
-        int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {                                \
-        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
+        int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {                 \
+        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, int tokens,   \
-        uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip) {                                            \
-        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, FMPQ_OUTPUT_##FORMAT(BS)); \
+        uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {                             \
+        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
     }
 FMPQ_QUANTIZE_ENTRIES(128, packed)
 FMPQ_QUANTIZE_ENTRIES(64, packed)
