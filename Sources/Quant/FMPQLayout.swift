@@ -77,8 +77,9 @@ public struct FMPQLayout: Sendable, Equatable, Hashable, Codable {
 public enum BlockRotation: String, Sendable, Equatable, Hashable, Codable, CaseIterable {
     /// None: the paper's FMPQ.
     case none
-    /// The A4 blocks (FMPQ's default here: SmolLM2 W4AxKV4 35.81 against 40.15 unrotated,
-    /// bench/results/accuracy-smollm2.md); the A8 outlier blocks are fine as they are.
+    /// The A4 blocks (FMPQ's default here: SmolLM2 W4AxKV4 34.84 against 40.15 unrotated,
+    /// bench/results/accuracy-smollm2.md); rotating the A8 outlier blocks as well did not help
+    /// (35.13).
     case int4
     /// Every block, A8 ones too (the rotated W4A8 baseline, as QServe rotates).
     case all

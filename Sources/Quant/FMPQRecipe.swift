@@ -19,13 +19,15 @@ public struct FMPQRecipe: Sendable, Equatable, Codable {
     public var weightMethod: WeightMethod
     /// Used when `weightMethod` is `.gptq`.
     public var gptq: GPTQ
-    /// `FMPQLayout.int4Clip` of every layer. 0.8 by the accuracy table (SmolLM2 W4AxKV4: 40.15
-    /// against 42.67 unclipped; 0.9 41.32, 0.7 43.90).
+    /// `FMPQLayout.int4Clip` of every layer. 0.9 with rotated A4 blocks by the accuracy table
+    /// (SmolLM2 W4AxKV4, rotated: 0.8 35.81, 0.9 34.84, 0.95 35.74, 1 37.37); unrotated, 0.8 was
+    /// best (40.15 against 42.67 unclipped).
     public var int4Clip: Float
-    public static let defaultInt4Clip: Float = 0.8
+    public static let defaultInt4Clip: Float = 0.9
     /// `FMPQLayout.rotation` of every layer (Walsh-Hadamard rotation of blocks).
     public var rotation: BlockRotation
-    /// The A4 blocks: SmolLM2 W4AxKV4 35.81 against 40.15 unrotated (bench/results/accuracy-smollm2.md).
+    /// The A4 blocks: SmolLM2 W4AxKV4 34.84 against 40.15 unrotated (each at its best clip;
+    /// bench/results/accuracy-smollm2.md).
     public static let defaultRotation = BlockRotation.int4
 
     public init(

@@ -164,9 +164,14 @@ struct TableRow {
         return row
     }
 
+    /// The A4 clip of the unrotated rows (the paper's FMPQ layout): the best of their sweep.
+    static let unrotatedClip: Float = 0.8
+
+    /// Unrotated unless asked: the rows of the paper's FMPQ and of the baselines. The `-rot` rows
+    /// are `comet quantize`'s defaults (rotation, `FMPQRecipe.defaultInt4Clip`).
     static func recipe(
         _ method: FMPQRecipe.WeightMethod, share: Double, blockSize: Int = 128, criterion: OutlierCriterion = .absMax,
-        int4Clip: Float = FMPQRecipe.defaultInt4Clip, rotation: BlockRotation = .none
+        int4Clip: Float = unrotatedClip, rotation: BlockRotation = .none
     ) -> FMPQRecipe {
         FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, weightMethod: method, int4Clip: int4Clip,
                    rotation: rotation)
@@ -182,6 +187,11 @@ struct TableRow {
                  method: .checkpoint(QuantizeSettings(recipe: recipe, permute: permute, kv4: false,
                                                       keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil),
                                      evaluation))
+    }
+
+    /// `comet quantize`'s recipe (20% INT8 blocks), with `int4Clip` / `rotation` changed if asked.
+    static func defaultRecipe(int4Clip: Float = FMPQRecipe.defaultInt4Clip, rotation: BlockRotation = FMPQRecipe.defaultRotation) -> FMPQRecipe {
+        FMPQRecipe(budget: .fractionOfBlocks(0.2), int4Clip: int4Clip, rotation: rotation)
     }
 
     /// In priority order: the headline rows first, then the ablations.
@@ -222,25 +232,27 @@ struct TableRow {
                   recipe: recipe(.gptq, share: 0.2, blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-rms", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks (rms criterion)", "fp32",
                   recipe: recipe(.gptq, share: 0.2, criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
-        quantized("fmpq-w4axkv4-rot", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4",
-                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
-        quantized("fmpq-w4axkv4-rot-ks", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4, K smoothed",
-                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, keySmoothing: true,
-                  evaluation: .init(activations: .fmpq, kv4: true)),
+        // Hadamard-rotated A4 blocks (BlockRotation.int4) at the default clip: what `comet quantize` makes.
         quantized("fmpq-w4ax-rot", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "fp32",
-                  recipe: recipe(.gptq, share: 0.2, rotation: .int4), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+                  recipe: defaultRecipe(), permute: true, evaluation: .init(activations: .fmpq, kv4: false)),
+        quantized("fmpq-w4axkv4-rot", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4",
+                  recipe: defaultRecipe(), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-rot-ks", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4, K smoothed",
+                  recipe: defaultRecipe(), permute: true, keySmoothing: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        // The rotated baselines (every block rotated, as QServe rotates its W4A8 inputs).
         quantized("w4a8kv4-rot", "INT4 GPTQ g128", "A8 per (token, 128), Hadamard rotated", "KV4",
                   recipe: recipe(.gptq, share: 1, rotation: .all), permute: false, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("w4a16-gptq-rot", "INT4 GPTQ g128, Hadamard rotated", "fp32", "fp32",
-                  recipe: recipe(.gptq, share: 0, rotation: .int4), permute: false, evaluation: .init(activations: .a16, kv4: false)),
-        quantized("fmpq-w4axkv4-rot-clip0.9", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip 0.9) + 20% A8 blocks", "KV4",
-                  recipe: recipe(.gptq, share: 0.2, int4Clip: 0.9, rotation: .int4), permute: true,
-                  evaluation: .init(activations: .fmpq, kv4: true)),
-        quantized("fmpq-w4axkv4-rot-clip1.0", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, unclipped) + 20% A8 blocks", "KV4",
-                  recipe: recipe(.gptq, share: 0.2, int4Clip: 1, rotation: .int4), permute: true,
-                  evaluation: .init(activations: .fmpq, kv4: true)),
-    ] + [Float(1), 0.9, 0.7].map { clip in
-        // The A4 clip ratio (FMPQLayout.int4Clip): the default 0.8 against these.
+                  recipe: recipe(.gptq, share: 0, rotation: .all), permute: false, evaluation: .init(activations: .a16, kv4: false)),
+        quantized("fmpq-w4axkv4-rotall", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks, all Hadamard rotated", "KV4",
+                  recipe: defaultRecipe(rotation: .all), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-rot-clip0.8-ks", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip 0.8) + 20% A8 blocks", "KV4, K smoothed",
+                  recipe: defaultRecipe(int4Clip: 0.8), permute: true, keySmoothing: true, evaluation: .init(activations: .fmpq, kv4: true)),
+    ] + [Float(1), 0.95, 0.8].map { clip in
+        quantized("fmpq-w4axkv4-rot-clip\(clip)", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip \(clip)) + 20% A8 blocks", "KV4",
+                  recipe: defaultRecipe(int4Clip: clip), permute: true, evaluation: .init(activations: .fmpq, kv4: true))
+    } + [Float(1), 0.9, 0.7].map { clip in
+        // The A4 clip ratio (FMPQLayout.int4Clip) of the unrotated rows: their 0.8 against these.
         quantized("fmpq-w4axkv4-clip\(clip)", "INT4 GPTQ g128", "FMPQ A4 (clip \(clip)) + 20% A8 blocks", "KV4",
                   recipe: recipe(.gptq, share: 0.2, int4Clip: clip), permute: true, evaluation: .init(activations: .fmpq, kv4: true))
     }
