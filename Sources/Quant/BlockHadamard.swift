@@ -15,7 +15,8 @@
 public enum BlockHadamard {
     /// x <- H·x for `count` values (a power of two), in place: log2(count) butterfly stages of
     /// stride 1, 2, 4, ..., each (a, b) -> (a + b, a - b).
-    public static func transform(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    @inlinable
+    public static func transform<Value: FloatingPoint>(_ x: UnsafeMutablePointer<Value>, count: Int) {
         precondition(count > 0 && count & (count - 1) == 0, "the Hadamard size must be a power of two")
         var h = 1
         while h < count {
@@ -48,40 +49,20 @@ public enum BlockHadamard {
     }
 
     /// The Hessian of the rotated activations: X' = R·X for R block-diagonal (H on rotated
-    /// blocks, I elsewhere), so H' = R·H·R (R symmetric). `h` is [K, K], K = inputChannels.
+    /// blocks, I elsewhere), so H' = R·H·R (R symmetric). `h` is [K, K], K = inputChannels:
+    /// each row's rotated blocks transformed (H·R), transposed (R·H, both symmetric), and again.
     public static func rotateSymmetric(_ h: inout [Double], layout: FMPQLayout) {
         let k = layout.inputChannels, bs = layout.blockSize
         let rotated = (0..<layout.blockCount).filter { layout.rotates(block: $0) }
         guard !rotated.isEmpty else { return }
-        var scratch = [Double](repeating: 0, count: bs)
-        // Rows (R·H): for every column, each rotated block of that column; then columns (·R).
-        for pass in 0..<2 {
-            for line in 0..<k {
-                for b in rotated {
-                    for i in 0..<bs { scratch[i] = pass == 0 ? h[(b * bs + i) * k + line] : h[line * k + b * bs + i] }
-                    transformDouble(&scratch)
-                    for i in 0..<bs {
-                        if pass == 0 { h[(b * bs + i) * k + line] = scratch[i] } else { h[line * k + b * bs + i] = scratch[i] }
-                    }
+        h.withUnsafeMutableBufferPointer { m in
+            let base = m.baseAddress!
+            for pass in 0..<2 {
+                for row in 0..<k { for b in rotated { transform(base + row * k + b * bs, count: bs) } }
+                if pass == 0 {
+                    for i in 0..<k { for j in (i + 1)..<k { (base[i * k + j], base[j * k + i]) = (base[j * k + i], base[i * k + j]) } }
                 }
             }
-        }
-    }
-
-    private static func transformDouble(_ x: inout [Double]) {
-        let n = x.count
-        var h = 1
-        while h < n {
-            var i = 0
-            while i < n {
-                for j in i..<(i + h) {
-                    let a = x[j], b = x[j + h]
-                    x[j] = a + b
-                    x[j + h] = a - b
-                }
-                i += 2 * h
-            }
-            h *= 2
         }
     }
 }

@@ -190,8 +190,11 @@ struct TableRow {
     }
 
     /// `comet quantize`'s recipe (20% INT8 blocks), with `int4Clip` / `rotation` changed if asked.
-    static func defaultRecipe(int4Clip: Float = FMPQRecipe.defaultInt4Clip, rotation: BlockRotation = FMPQRecipe.defaultRotation) -> FMPQRecipe {
-        FMPQRecipe(budget: .fractionOfBlocks(0.2), int4Clip: int4Clip, rotation: rotation)
+    static func defaultRecipe(
+        int4Clip: Float = FMPQRecipe.defaultInt4Clip, rotation: BlockRotation = FMPQRecipe.defaultRotation, share: Double = 0.2,
+        blockSize: Int = 128, criterion: OutlierCriterion = .absMax
+    ) -> FMPQRecipe {
+        FMPQRecipe(criterion: criterion, budget: .fractionOfBlocks(share), blockSize: blockSize, int4Clip: int4Clip, rotation: rotation)
     }
 
     /// In priority order: the headline rows first, then the ablations.
@@ -248,7 +251,14 @@ struct TableRow {
                   recipe: defaultRecipe(rotation: .all), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-w4axkv4-rot-clip0.8-ks", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip 0.8) + 20% A8 blocks", "KV4, K smoothed",
                   recipe: defaultRecipe(int4Clip: 0.8), permute: true, keySmoothing: true, evaluation: .init(activations: .fmpq, kv4: true)),
-    ] + [Float(1), 0.95, 0.8].map { clip in
+        quantized("fmpq-w4axkv4-rot-rms", "INT4 GPTQ g128, rotated", "FMPQ A4 (rotated) + 20% A8 blocks (rms criterion)", "KV4",
+                  recipe: defaultRecipe(criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        quantized("fmpq-w4axkv4-rot-b64", "INT4 GPTQ g64, rotated", "FMPQ A4 (rotated) + 20% A8 blocks of 64", "KV4",
+                  recipe: defaultRecipe(blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+    ] + [0.1, 0.3].map { share in
+        quantized("fmpq-w4axkv4-rot-\(Int(share * 100))", "INT4 GPTQ g128, rotated", "FMPQ A4 (rotated) + \(Int(share * 100))% A8 blocks", "KV4",
+                  recipe: defaultRecipe(share: share), permute: true, evaluation: .init(activations: .fmpq, kv4: true))
+    } + [Float(1), 0.95, 0.8].map { clip in
         quantized("fmpq-w4axkv4-rot-clip\(clip)", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated, clip \(clip)) + 20% A8 blocks", "KV4",
                   recipe: defaultRecipe(int4Clip: clip), permute: true, evaluation: .init(activations: .fmpq, kv4: true))
     } + [Float(1), 0.9, 0.7].map { clip in
