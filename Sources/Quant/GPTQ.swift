@@ -62,13 +62,7 @@ public struct GPTQ: Sendable, Equatable, Codable {
         // Processing order: whole blocks, as `columnOrder` says. `order[i]` is the K position
         // quantized i-th; `groups` are the blocks as [start, end) ranges of processing order.
         func columns(_ b: Int) -> Range<Int> { b * bs..<min((b + 1) * bs, k) }
-        // A rotated block's inputs are H·x with H·H = n·I (`BlockHadamard`), so its Hessian
-        // entries are n times the channels' energy. Ordering and dampening compare energies per
-        // channel: in that basis (x / sqrt(n), weights times sqrt(n), to which GPTQ is equivariant
-        // block by block) rotated and unrotated blocks weigh alike. Without it the dampening,
-        // 1% of a mean dominated by the rotated blocks, swamps the unrotated ones.
-        let energy = (0..<k).map { layout.rotates(block: $0 / bs) ? Double(bs) : 1 }
-        let diagonal = (0..<k).map { hessian[$0 * k + $0] / energy[$0] }
+        let diagonal = (0..<k).map { hessian[$0 * k + $0] }
         var blocks = Array(0..<layout.blockCount)
         switch columnOrder {
         case .natural: break
@@ -110,10 +104,10 @@ public struct GPTQ: Sendable, Equatable, Codable {
         var dead = [Bool](repeating: false, count: k)
         for i in 0..<k where h[i * k + i] == 0 {
             dead[i] = true
-            h[i * k + i] = energy[order[i]]
+            h[i * k + i] = 1
         }
-        let meanDiagonal = (0..<k).reduce(0.0) { $0 + h[$1 * k + $1] / energy[order[$1]] } / Double(k)
-        for i in 0..<k { h[i * k + i] += dampening * meanDiagonal * energy[order[i]] }
+        let meanDiagonal = (0..<k).reduce(0.0) { $0 + h[$1 * k + $1] } / Double(k)
+        for i in 0..<k { h[i * k + i] += dampening * meanDiagonal }
         let u: [Float]
         do {
             u = try CholeskyInverse.upperFactorOfInverse(h, k: k).map { Float($0) }
