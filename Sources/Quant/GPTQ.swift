@@ -62,6 +62,11 @@ public struct GPTQ: Sendable, Equatable, Codable {
         // Processing order: whole blocks, as `columnOrder` says. `order[i]` is the K position
         // quantized i-th; `groups` are the blocks as [start, end) ranges of processing order.
         func columns(_ b: Int) -> Range<Int> { b * bs..<min((b + 1) * bs, k) }
+        // NOTES: a rotated block's Hessian entries are n times its channels' energy (H·H = n·I,
+        // `BlockHadamard`), and the ordering and dampening below use them as they are. Measured
+        // both ways on SmolLM2 (bench/results/accuracy-smollm2.md): normalizing them per channel
+        // made FMPQ W4AxKV4 worse (37.25 against 34.84) and rotated W4A8KV4 a little better (31.29
+        // against 31.94), so they stay as they are; why is not understood yet.
         let diagonal = (0..<k).map { hessian[$0 * k + $0] }
         var blocks = Array(0..<layout.blockCount)
         switch columnOrder {
