@@ -119,7 +119,7 @@ let package = Package(
         // The block pool, scheduler and engine on a fake runner; the engine on the real model's CPU runner.
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Model", "Sampling"]),
         // Calibration, quantize -> checkpoint -> load, and the quantized forward on the real model.
-        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "Engine", "Model", "Quant", "Sampling"]),
+        .testTarget(name: "FMPQModelTests", dependencies: ["FMPQModel", "CPUBackend", "CPUReference", "Engine", "Model", "Quant", "Sampling"]),
         // The server against a fake engine: every route and error in-process, streaming, disconnects,
         // load and `comet bench serve`'s client on a real loopback port.
         .testTarget(

@@ -13,9 +13,13 @@ public final class FPKV4Hooks: ForwardHooks {
     public let keySmoothing: [KeySmoothing]?
     /// Which of K and V go through KV4 (the other stays fp32): the ablation that shows which costs.
     public let quantizes: (keys: Bool, values: Bool)
+    /// Keys Hadamard rotated per head before KV4 (`KVCacheSettings.keyRotation`).
+    public let keyRotation: Bool
     private var kv4: KV4RoundTrip
 
-    public init(model: LlamaCPUModel, keySmoothing: [KeySmoothing]?, quantizes: (keys: Bool, values: Bool) = (true, true)) throws {
+    public init(
+        model: LlamaCPUModel, keySmoothing: [KeySmoothing]?, quantizes: (keys: Bool, values: Bool) = (true, true), keyRotation: Bool = false
+    ) throws {
         let kvDim = model.config.kvHeadCount * model.config.headDim
         if let keySmoothing {
             guard keySmoothing.count == model.config.layerCount, keySmoothing.allSatisfy({ $0.factors.count == kvDim }) else {
@@ -24,6 +28,8 @@ public final class FPKV4Hooks: ForwardHooks {
         }
         self.keySmoothing = keySmoothing
         self.quantizes = quantizes
+        self.keyRotation = keyRotation
+        if keyRotation { try ModelQuantizer.checkKeyRotation(model.config) }
         kv4 = KV4RoundTrip(kvHeads: model.config.kvHeadCount, headDim: model.config.headDim)
     }
 
@@ -36,7 +42,7 @@ public final class FPKV4Hooks: ForwardHooks {
         if quantizes.keys {
             let factors = keySmoothing?[layer].factors
             if let factors { scale(keys, rowStride: rowStride, tokens: tokens, by: factors, dividing: true) }
-            kv4.apply(keys, rowStride: rowStride, tokens: tokens)
+            kv4.apply(keys, rowStride: rowStride, tokens: tokens, rotated: keyRotation)
             if let factors { scale(keys, rowStride: rowStride, tokens: tokens, by: factors, dividing: false) }
         }
         if quantizes.values { kv4.apply(values, rowStride: rowStride, tokens: tokens) }

@@ -13,6 +13,10 @@ public struct QuantizeSettings: Sendable, Equatable {
     public var kv4: Bool
     /// The alpha of per-channel K smoothing folded into q/k (`KeySmoothing`), nil for none.
     public var keySmoothing: Double?
+    /// With `kv4`: keys Hadamard rotated per head after RoPE (`KVCacheSettings.keyRotation`). It
+    /// changes no tensor, only how the cache stores K. SmolLM2, 4,096 evaluation tokens: FP with
+    /// KV4 27.78 -> 25.91 rotated (FP 25.31); bench/results/accuracy-smollm2.md.
+    public var keyRotation: Bool
     /// The tensor parallelism the checkpoint will run at: o and down are permuted shard by shard
     /// (`FMPQSharding.swift`) so that every rank's cut is a valid FMPQ layout. 1 for one GPU; a
     /// checkpoint made for N also runs at any divisor of N.
@@ -24,13 +28,18 @@ public struct QuantizeSettings: Sendable, Equatable {
     /// smoothing off by default: it did not help FMPQ W4AxKV4 there.
     public static let defaultKeySmoothing = 0.25
 
+    /// `quantize` rotates keys unless told not to.
+    public static let defaultKeyRotation = true
+
     public init(
-        recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil, tensorParallel: Int = 1
+        recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil,
+        keyRotation: Bool = QuantizeSettings.defaultKeyRotation, tensorParallel: Int = 1
     ) {
         self.recipe = recipe
         self.permute = permute
         self.kv4 = kv4
         self.keySmoothing = keySmoothing
+        self.keyRotation = keyRotation
         self.tensorParallel = tensorParallel
     }
 }
@@ -71,7 +80,9 @@ public enum ModelQuantizer {
                 excludesSink: true, recipe: recipe),
             kvCache: .init(bits: settings.kv4 ? 4 : 16, keySmoothing: settings.keySmoothing != nil,
                            keySmoothingAlpha: settings.keySmoothing,
-                           keySmoothingFactors: settings.keySmoothing.map { _ in (0..<model.config.layerCount).map(keySmoothingTensor) }))
+                           keySmoothingFactors: settings.keySmoothing.map { _ in (0..<model.config.layerCount).map(keySmoothingTensor) },
+                           keyRotation: settings.kv4 && settings.keyRotation))
+        if settings.kv4, settings.keyRotation { try checkKeyRotation(model.config) }
         if settings.keySmoothing != nil, model.config.attentionBias {
             // The biases stay in the model file, which every loader reads them from: folded
             // weights with unfolded biases would change q·k.
@@ -110,6 +121,14 @@ public enum ModelQuantizer {
             progress(layer + 1, model.config.layerCount)
         }
         return checkpoint
+    }
+
+    /// Key rotation needs a power-of-two head size (the Hadamard matrix of `BlockHadamard`).
+    public static func checkKeyRotation(_ config: ModelConfig) throws {
+        let d = config.headDim
+        guard d > 0, d & (d - 1) == 0 else {
+            throw QuantError.invalidLayout("key rotation needs a power-of-two head size, this model's is \(d); quantize with --no-key-rotation")
+        }
     }
 
     /// The checkpoint tensor of layer `layer`'s K smoothing factors.

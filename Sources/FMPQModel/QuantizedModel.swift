@@ -7,9 +7,17 @@ import Quant
 public struct QuantizedEvaluation: Sendable, Equatable {
     public var activations: QuantizedLinear.Activations
     public var kv4: Bool
-    public init(activations: QuantizedLinear.Activations = .fmpq, kv4: Bool) {
+    /// With `kv4`: keys Hadamard rotated per head before KV4 (`KVCacheSettings.keyRotation`).
+    public var keyRotation: Bool
+    public init(activations: QuantizedLinear.Activations = .fmpq, kv4: Bool, keyRotation: Bool = false) {
         self.activations = activations
         self.kv4 = kv4
+        self.keyRotation = keyRotation
+    }
+
+    /// How a loaded checkpoint asks to be run: its own KV cache format.
+    public init(_ checkpoint: QuantizedCheckpoint, activations: QuantizedLinear.Activations = .fmpq) {
+        self.init(activations: activations, kv4: checkpoint.kvCache.bits == 4, keyRotation: checkpoint.kvCache.rotatesKeys)
     }
 }
 
@@ -53,6 +61,9 @@ public final class QuantizedModelHooks: ForwardHooks {
                 return try QuantizedLinear(weights: weights, permutation: permutation)
             }
         }
+        if evaluation.kv4, evaluation.keyRotation {
+            try ModelQuantizer.checkKeyRotation(model.config)
+        }
         self.model = model
         self.evaluation = evaluation
         kv4 = KV4RoundTrip(kvHeads: model.config.kvHeadCount, headDim: model.config.headDim)
@@ -76,7 +87,7 @@ public final class QuantizedModelHooks: ForwardHooks {
 
     public func keysValues(layer: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rowStride: Int, tokens: Int, firstPosition: Int) {
         guard evaluation.kv4 else { return }
-        kv4.apply(keys, rowStride: rowStride, tokens: tokens)
+        kv4.apply(keys, rowStride: rowStride, tokens: tokens, rotated: evaluation.keyRotation)
         kv4.apply(values, rowStride: rowStride, tokens: tokens)
     }
 }

@@ -315,7 +315,8 @@ public final class GPUModelRunner: ModelRunner {
             try linear(layer.qkv, .rmsNorm(x, layer.attentionNorm, eps), tokens: tokens, into: qkv)
             if let bias = layer.qkvBias { try ops.biasAdd(qkv, bias: bias, on: stream) }
             try rope(qkv: qkv, positions: positions, slots: slots, cos: cosTable, sin: sinTable,
-                     adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, cache: caches[l], qOut: q, on: stream)
+                     adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, rotateKeys: weights.rotatesKeys,
+                     cache: caches[l], qOut: q, on: stream)
             try attend(q, cache: caches[l], tables: tables, lengths: lengths, tileList: tileList, tokens: tokens,
                        maxLength: maxLength, into: attended)
             try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)

@@ -1,6 +1,7 @@
 import CPUBackend
 import CPUReference
 import CUDA
+import FMPQModel
 import Kernels
 import Model
 import Quant
@@ -15,6 +16,8 @@ public final class GPUModelWeights: @unchecked Sendable {
     public let config: ModelConfig
     /// The KV cache format that goes with these weights (KV4 for an FMPQ checkpoint made with it).
     public let kvFormat: PagedKVCache.Format
+    /// With KV4: keys Hadamard rotated per head after RoPE (`KVCacheSettings.keyRotation`).
+    public let rotatesKeys: Bool
     /// [vocab, dim] bf16.
     let embedding: DeviceBuffer<BFloat16>
     /// [vocab, dim] bf16; the same buffer as `embedding` when tied.
@@ -53,11 +56,12 @@ public final class GPUModelWeights: @unchecked Sendable {
     public var isQuantized: Bool { layers.first?.qkv.isQuantized ?? false }
 
     private init(
-        config: ModelConfig, kvFormat: PagedKVCache.Format, embedding: DeviceBuffer<BFloat16>, lmHead: DeviceBuffer<BFloat16>,
-        outputNorm: DeviceBuffer<Float>, layers: [Layer], ropeFrequencyFactors: [Float]?
+        config: ModelConfig, kvFormat: PagedKVCache.Format, rotatesKeys: Bool = false, embedding: DeviceBuffer<BFloat16>,
+        lmHead: DeviceBuffer<BFloat16>, outputNorm: DeviceBuffer<Float>, layers: [Layer], ropeFrequencyFactors: [Float]?
     ) {
         self.config = config
         self.kvFormat = kvFormat
+        self.rotatesKeys = kvFormat == .kv4 && rotatesKeys
         self.embedding = embedding
         self.lmHead = lmHead
         self.outputNorm = outputNorm
@@ -109,7 +113,8 @@ public final class GPUModelWeights: @unchecked Sendable {
         }
         let embedding = try floats.bf16([.tokenEmbedding])
         self.init(
-            config: config, kvFormat: (kv4 ?? (checkpoint.kvCache.bits == 4)) ? .kv4 : .bf16, embedding: embedding,
+            config: config, kvFormat: (kv4 ?? (checkpoint.kvCache.bits == 4)) ? .kv4 : .bf16, rotatesKeys: checkpoint.kvCache.rotatesKeys,
+            embedding: embedding,
             lmHead: config.tiedEmbeddings ? embedding : try floats.bf16([.output]), outputNorm: try floats.float32([.outputNorm]),
             layers: layers, ropeFrequencyFactors: try base.ropeFrequencyFactors())
     }
@@ -161,7 +166,10 @@ public final class GPUModelWeights: @unchecked Sendable {
                 return .bf16(w, outputs: outDim, inputs: inDim)
             }
             let blocks = (inDim + 127) / 128
-            let layout = try FMPQLayout(inputChannels: inDim, int8Blocks: min(blocks, Int((Double(blocks) * int8Share).rounded())))
+            // The A4 clip and rotation of `comet quantize`'s recipe, so the quantize kernels do its work.
+            let recipe = FMPQRecipe()
+            let layout = try FMPQLayout(inputChannels: inDim, int8Blocks: min(blocks, Int((Double(blocks) * int8Share).rounded())),
+                                        int4Clip: recipe.int4Clip, rotation: recipe.rotation)
             let tiles = (outDim + 15) / 16
             let packed = try context.allocate(UInt8.self, count: tiles * 16 * layout.paddedChannels / 2)
             try filler.bytes(packed)
@@ -191,7 +199,8 @@ public final class GPUModelWeights: @unchecked Sendable {
             try filler.bf16(lmHead, magnitude: Float(1 / Double(config.dim).squareRoot()))
         }
         return GPUModelWeights(
-            config: config, kvFormat: quantized ? .kv4 : .bf16, embedding: embedding, lmHead: lmHead,
+            config: config, kvFormat: quantized ? .kv4 : .bf16, rotatesKeys: quantized && QuantizeSettings.defaultKeyRotation,
+            embedding: embedding, lmHead: lmHead,
             outputNorm: try ones(config.dim), layers: layers, ropeFrequencyFactors: nil)
     }
 

@@ -242,7 +242,7 @@ enum GPURunnerChecks {
             let checkpoint = try ModelQuantizer.quantize(
                 model: cpu, calibration: observed, settings: settings,
                 modelFile: "check", modelFileSHA256: nil, source: CalibrationSource(text: "check"))
-            try QuantizedModelHooks.install(on: cpu, checkpoint: checkpoint, evaluation: QuantizedEvaluation(kv4: true))
+            try QuantizedModelHooks.install(on: cpu, checkpoint: checkpoint, evaluation: QuantizedEvaluation(checkpoint))
             plan = .checkpoint(checkpoint, base: source)
             made = checkpoint
         } else {
@@ -261,7 +261,7 @@ enum GPURunnerChecks {
     static func perturbedCPU(source: any LlamaWeightSource, checkpoint: QuantizedCheckpoint?) throws -> LlamaCPUModel {
         let model = try LlamaCPUModel(weights: BF16EmbeddingSource(base: source), maxBatchTokens: 64)
         if let checkpoint {
-            try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: QuantizedEvaluation(kv4: true))
+            try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: QuantizedEvaluation(checkpoint))
         }
         return model
     }

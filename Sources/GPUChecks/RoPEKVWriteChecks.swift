@@ -7,13 +7,16 @@ import Quant
 
 /// rope_kv_write.cu against the CPU backend's RotaryEmbedding followed by Quant.KV4: the same
 /// fp32 tables and the same operation order, so q, the KV4 codes and their (scale, zero), and
-/// the bf16 cache must all match bit for bit.
+/// the bf16 cache must all match bit for bit. With key rotation the reference applies
+/// `BlockHadamard.transform` to k (and to q, then 1/d) after RoPE, in the same butterfly order.
 enum RoPEKVWriteChecks {
     static let all = [kv4, bf16]
 
     struct Case: CustomStringConvertible {
-        var tokens: Int, qHeads: Int, kvHeads: Int, headDim: Int, convention: RoPEConvention, base: Double
-        var description: String { "\(tokens) tokens heads \(qHeads)/\(kvHeads) d\(headDim) \(convention) base \(Int(base))" }
+        var tokens: Int, qHeads: Int, kvHeads: Int, headDim: Int, convention: RoPEConvention, base: Double, rotateKeys = false
+        var description: String {
+            "\(tokens) tokens heads \(qHeads)/\(kvHeads) d\(headDim) \(convention) base \(Int(base))\(rotateKeys ? " keys rotated" : "")"
+        }
     }
 
     static let cases = [
@@ -21,6 +24,9 @@ enum RoPEKVWriteChecks {
         Case(tokens: 7, qHeads: 32, kvHeads: 8, headDim: 128, convention: .adjacentPairs, base: 500_000),
         Case(tokens: 3, qHeads: 4, kvHeads: 2, headDim: 128, convention: .halves, base: 10_000),
         Case(tokens: 4, qHeads: 2, kvHeads: 1, headDim: 64, convention: .halves, base: 10_000),
+        Case(tokens: 6, qHeads: 9, kvHeads: 3, headDim: 64, convention: .adjacentPairs, base: 100_000, rotateKeys: true),
+        Case(tokens: 5, qHeads: 32, kvHeads: 8, headDim: 128, convention: .adjacentPairs, base: 500_000, rotateKeys: true),
+        Case(tokens: 3, qHeads: 4, kvHeads: 2, headDim: 128, convention: .halves, base: 10_000, rotateKeys: true),
     ]
 
     static let kv4 = GPUCheck("rope_kv_write.kv4") { env in try run(.kv4, &env) }
@@ -68,6 +74,14 @@ enum RoPEKVWriteChecks {
                     }
                 }
             }
+            if c.rotateKeys {
+                row.withUnsafeMutableBufferPointer { x in
+                    for h in 0..<(c.qHeads + c.kvHeads) {
+                        BlockHadamard.transform(x.baseAddress! + h * d, count: d)
+                        if h < c.qHeads { for i in h * d..<(h + 1) * d { x[i] *= 1 / Float(d) } }
+                    }
+                }
+            }
             expectedQ += row[0..<c.qHeads * d].map(BFloat16.init)
             for h in 0..<2 * c.kvHeads {
                 let isV = h >= c.kvHeads, kvh = h % c.kvHeads
@@ -104,7 +118,8 @@ enum RoPEKVWriteChecks {
         let qOut = try env.context.allocate(BFloat16.self, count: c.tokens * c.qHeads * d)
         try qOut.fill(byte: 0xFF, on: env.stream)
         try kernel(qkv: upload(qkv), positions: upload(positions), slots: upload(slots), cos: upload(cosTable), sin: upload(sinTable),
-                   adjacentPairs: c.convention == .adjacentPairs, qHeads: c.qHeads, cache: cache, qOut: qOut, on: env.stream)
+                   adjacentPairs: c.convention == .adjacentPairs, qHeads: c.qHeads, rotateKeys: c.rotateKeys, cache: cache, qOut: qOut,
+                   on: env.stream)
         try env.stream.synchronize()
         try expectEqual(try qOut.toArray().map(\.bits), expectedQ.map(\.bits), "\(format) \(c): rotated q")
         try expectEqual(try cache.k.toArray(), expectedK, "\(format) \(c): K cache")

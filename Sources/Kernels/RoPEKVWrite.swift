@@ -21,10 +21,11 @@ public struct RoPEKVWrite: Sendable {
     ///   - slots: [tokens] cache slots, page * pageSize + offset.
     ///   - cos, sin: [positions, headDim / 2] fp32.
     ///   - adjacentPairs: GGUF's (2i, 2i + 1) pairing; false for rotate-half (i, i + d/2).
+    ///   - rotateKeys: after RoPE, k <- H·k and q <- H·q / headDim (`KVCacheSettings.keyRotation`).
     ///   - qOut: [tokens, qHeads, headDim] bf16.
     public func callAsFunction(
         qkv: DeviceBuffer<BFloat16>, positions: DeviceBuffer<Int32>, slots: DeviceBuffer<Int32>,
-        cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>, adjacentPairs: Bool, qHeads: Int,
+        cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>, adjacentPairs: Bool, qHeads: Int, rotateKeys: Bool = false,
         cache: PagedKVCache, qOut: DeviceBuffer<BFloat16>, on stream: CUDAStream
     ) throws {
         let tokens = positions.count, d = cache.headDim
@@ -37,6 +38,6 @@ public struct RoPEKVWrite: Sendable {
         try functions[Variant(format: cache.format, headDim: d, adjacentPairs: adjacentPairs)].launch(
             grid: Dim3(tokens), block: Dim3(256), on: stream,
             qkv.pointer, positions.pointer, slots.pointer, cos.pointer, sin.pointer, Int32(qHeads), Int32(cache.kvHeads),
-            Int32(cache.pageSize), qOut.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer)
+            Int32(cache.pageSize), Int32(rotateKeys ? 1 : 0), qOut.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer)
     }
 }

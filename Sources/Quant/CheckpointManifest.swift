@@ -6,10 +6,12 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     /// The version this build writes and reads. Bump it whenever a reader of the old version
     /// would misread the new files. 2: layers carry `int4Clip` (a version-1 reader would quantize
     /// their A4 blocks unclipped). 3: layers may rotate blocks (`rotation`; a version-2 reader
-    /// would quantize them unrotated). Version 2 files still load: no rotation.
-    public static let currentVersion = 3
+    /// would quantize them unrotated). 4: the KV cache may rotate keys (`keyRotation`; a
+    /// version-3 reader would pair rotated keys with unrotated queries). Versions 2 and 3 still
+    /// load: no rotation of the missing kind.
+    public static let currentVersion = 4
     /// The versions this build reads.
-    public static let readableVersions = 2...3
+    public static let readableVersions = 2...4
     /// The packing every tensor follows, as `Int4Weights`, `QuantizedActivations` and
     /// `KV4` define it (INT4 two per byte, low nibble first; fp16 scales per (row,
     /// 64/128-block); INT8 blocks last in K; permutation[p] = original channel at position p).
@@ -79,13 +81,24 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
         /// F32 [kvHeads * headDim] per transformer layer, in layer order: the names of the
         /// `KeySmoothing.factors` tensors. Present exactly when `keySmoothing` is.
         public var keySmoothingFactors: [String]?
+        /// Whether each (token, KV head) key is Hadamard rotated after RoPE before KV4 quantizes
+        /// it: the cache holds H·k, and the queries become H·q / headDim (H the headDim x headDim
+        /// Sylvester matrix, `BlockHadamard`), so q·k is unchanged while K's outlier channels
+        /// are spread over the whole head before its one (scale, zero) is taken. KV4 only;
+        /// absent before version 4 (false).
+        public var keyRotation: Bool?
 
-        public init(bits: Int = 4, keySmoothing: Bool = false, keySmoothingAlpha: Double? = nil, keySmoothingFactors: [String]? = nil) {
+        public init(bits: Int = 4, keySmoothing: Bool = false, keySmoothingAlpha: Double? = nil, keySmoothingFactors: [String]? = nil,
+                    keyRotation: Bool = false) {
             self.bits = bits
             self.keySmoothing = keySmoothing
             self.keySmoothingAlpha = keySmoothingAlpha
             self.keySmoothingFactors = keySmoothingFactors
+            self.keyRotation = keyRotation ? true : nil
         }
+
+        /// `keyRotation`, absent read as false.
+        public var rotatesKeys: Bool { keyRotation ?? false }
     }
 
     /// One quantized linear layer: its FMPQ layout and the names of its tensors.

@@ -161,6 +161,9 @@ public struct QuantizedCheckpoint: Sendable, Equatable {
             try checkLayer(name, record, tensors: tensors)
         }
         try checkKeySmoothing(manifest.kvCache, tensors: tensors, path: manifestPath)
+        if manifest.kvCache.rotatesKeys, manifest.kvCache.bits != 4 {
+            throw .badManifest(path: manifestPath, reason: "kvCache.keyRotation is for a KV4 cache, and bits is \(manifest.kvCache.bits)")
+        }
         return checkpoint
     }
 

@@ -87,7 +87,7 @@ extension Eval {
                     let summary = INT8ShareSummary(checkpoint, layers: model.config.layerCount)
                     share = "\(percent(summary.blocks)) / \(percent(summary.macs))"
                     try orFail("") { try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation) }
-                case let .fpKV4(keySmoothing, only):
+                case let .fpKV4(keySmoothing, only, keyRotation):
                     let smoothing = try keySmoothing.map { alpha in
                         try orFail("") {
                             try (0..<model.config.layerCount).map { layer in
@@ -95,7 +95,7 @@ extension Eval {
                             }
                         }
                     }
-                    model.hooks = try orFail("") { try FPKV4Hooks(model: model, keySmoothing: smoothing, quantizes: (only != .values, only != .keys)) }
+                    model.hooks = try orFail("") { try FPKV4Hooks(model: model, keySmoothing: smoothing, quantizes: (only != .values, only != .keys), keyRotation: keyRotation) }
                 case let .smoothQuantW8A8(alpha):
                     share = "100% / 100%"
                     model.hooks = try orFail("") { try SmoothQuantHooks(model: model, calibration: observed!, alpha: alpha) }
@@ -134,7 +134,8 @@ struct TableRow {
         case checkpoint(QuantizeSettings, QuantizedEvaluation)
         /// FP linears, KV4 cache (K only or V only with `only`), K smoothed with this alpha (nil:
         /// not smoothed); `FPKV4Hooks`.
-        case fpKV4(keySmoothing: Double?, only: KVPart? = nil)
+        /// `keyRotation`: keys Hadamard rotated per head before KV4 (`KVCacheSettings.keyRotation`).
+        case fpKV4(keySmoothing: Double?, only: KVPart? = nil, keyRotation: Bool = false)
         /// W8A8 with SmoothQuant's smoothing at this alpha; `SmoothQuantHooks`.
         case smoothQuantW8A8(alpha: Double)
 
@@ -156,8 +157,8 @@ struct TableRow {
         case .checkpoint(var settings, let evaluation) where settings.keySmoothing != nil:
             settings.keySmoothing = alpha
             row.method = .checkpoint(settings, evaluation)
-        case let .fpKV4(.some, only):
-            row.method = .fpKV4(keySmoothing: alpha, only: only)
+        case let .fpKV4(.some, only, keyRotation):
+            row.method = .fpKV4(keySmoothing: alpha, only: only, keyRotation: keyRotation)
         default:
             break
         }
@@ -181,11 +182,12 @@ struct TableRow {
         _ name: String, _ weights: String, _ activations: String, _ kv: String,
         recipe: FMPQRecipe, permute: Bool, keySmoothing: Bool = false, evaluation: QuantizedEvaluation
     ) -> TableRow {
-        // The checkpoint's KV setting does not change its tensors: rows that differ only in KV share one.
+        // The checkpoint's KV settings (KV4, key rotation) do not change its tensors: rows that
+        // differ only in KV share one, and `evaluation` says how its cache is run.
         // (K smoothing does; its alpha is the table's --key-smoothing-alpha.)
         TableRow(name: name, weights: weights, activations: activations, kv: kv,
                  method: .checkpoint(QuantizeSettings(recipe: recipe, permute: permute, kv4: false,
-                                                      keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil),
+                                                      keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil, keyRotation: false),
                                      evaluation))
     }
 
@@ -255,6 +257,18 @@ struct TableRow {
                   recipe: defaultRecipe(criterion: .rms), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
         quantized("fmpq-w4axkv4-rot-b64", "INT4 GPTQ g64, rotated", "FMPQ A4 (rotated) + 20% A8 blocks of 64", "KV4",
                   recipe: defaultRecipe(blockSize: 64), permute: true, evaluation: .init(activations: .fmpq, kv4: true)),
+        // Keys Hadamard rotated per head after RoPE before KV4 (`comet quantize`'s default).
+        TableRow(name: "fp-kv4-kr", weights: "fp32", activations: "fp32", kv: "KV4, keys rotated", method: .fpKV4(keySmoothing: nil, keyRotation: true)),
+        TableRow(name: "fp-k4-kr", weights: "fp32", activations: "fp32", kv: "K in KV4 (rotated), V fp32",
+                 method: .fpKV4(keySmoothing: nil, only: .keys, keyRotation: true)),
+        quantized("fmpq-w4axkv4-rot-kr", "INT4 GPTQ g128", "FMPQ A4 (Hadamard rotated) + 20% A8 blocks", "KV4, keys rotated",
+                  recipe: defaultRecipe(), permute: true, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
+        quantized("w4a8kv4-rot-kr", "INT4 GPTQ g128", "A8 per (token, 128), Hadamard rotated", "KV4, keys rotated",
+                  recipe: recipe(.gptq, share: 1, rotation: .all), permute: false, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
+        quantized("fmpq-w4axkv4-kr", "INT4 GPTQ g128", "FMPQ A4 + 20% A8 blocks", "KV4, keys rotated",
+                  recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
+        quantized("w4a8kv4-kr", "INT4 GPTQ g128", "A8 per (token, 128)", "KV4, keys rotated",
+                  recipe: recipe(.gptq, share: 1), permute: false, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
     ] + [0.1, 0.3].map { share in
         quantized("fmpq-w4axkv4-rot-\(Int(share * 100))", "INT4 GPTQ g128, rotated", "FMPQ A4 (rotated) + \(Int(share * 100))% A8 blocks", "KV4",
                   recipe: defaultRecipe(share: share), permute: true, evaluation: .init(activations: .fmpq, kv4: true))

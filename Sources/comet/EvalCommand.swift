@@ -57,10 +57,11 @@ struct Eval: ParsableCommand {
             guard tokens.count >= 2 else { throw fail("\(text) has \(tokens.count) tokens; perplexity needs at least 2") }
             let model = try modelOptions.cpuModel(source)
             if let checkpoint {
-                let evaluation = QuantizedEvaluation(activations: activations, kv4: kv4 ?? (checkpoint.kvCache.bits == 4))
+                var evaluation = QuantizedEvaluation(checkpoint, activations: activations)
+                if let kv4 { evaluation.kv4 = kv4 }
                 try orFail("\(modelOptions.path)") { try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation) }
                 var stderr = StandardError()
-                print("checkpoint \(modelOptions.path): activations \(evaluation.activations.rawValue), KV \(evaluation.kv4 ? "KV4" : "fp32")", to: &stderr)
+                print("checkpoint \(modelOptions.path): activations \(evaluation.activations.rawValue), KV \(evaluation.kv4 ? (evaluation.keyRotation ? "KV4, keys rotated" : "KV4") : "fp32")", to: &stderr)
             }
             guard ctx <= model.config.contextLength else {
                 throw fail("--ctx \(ctx) is longer than the model's context (\(model.config.contextLength))")

@@ -72,7 +72,7 @@ struct ModelOptions: ParsableArguments {
             // The checkpoint's exact integer reference: W4Ax linears and KV4 as the checkpoint says.
             try orFail("\(path)") {
                 try QuantizedModelHooks.install(on: model, checkpoint: checkpoint,
-                                                evaluation: QuantizedEvaluation(kv4: checkpoint.kvCache.bits == 4))
+                                                evaluation: QuantizedEvaluation(checkpoint))
             }
         }
         let contextLength = min(contextLength, model.config.contextLength)

@@ -86,6 +86,9 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "K smoothing strength in 0...1: each RoPE channel pair of K is divided by (its calibration abs-max)^alpha, the queries multiplied by it.")
     var keySmoothingAlpha = QuantizeSettings.defaultKeySmoothing
 
+    @Flag(inversion: .prefixedNo, help: "KV4: Hadamard-rotate each key head after RoPE before it is quantized (queries rotated alike, so q·k is unchanged), which spreads K's outlier channels over the head (default: on; needs a power-of-two head size).")
+    var keyRotation = QuantizeSettings.defaultKeyRotation
+
     @Option(help: "The tensor parallelism the checkpoint will serve at (serve --tensor-parallel): o and down are permuted per GPU so each GPU's share is whole FMPQ blocks. A checkpoint for N also serves at any divisor of N.")
     var tensorParallel = 1
 
@@ -106,7 +109,7 @@ struct RecipeOptions: ParsableArguments {
             recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights, int4Clip: a4Clip,
                                  rotation: rotation),
             permute: !noPermutation, kv4: kv4,
-            keySmoothing: keySmoothing ? keySmoothingAlpha : nil, tensorParallel: tensorParallel)
+            keySmoothing: keySmoothing ? keySmoothingAlpha : nil, keyRotation: keyRotation, tensorParallel: tensorParallel)
     }
 }
 

@@ -98,7 +98,7 @@ struct FMPQModelTests {
         #expect(summary.perLayer.count == model.config.layerCount)
         #expect(summary.blocks > 0.1 && summary.blocks <= 0.2)
         #expect(checkpoint.calibration.tokens == 12 && checkpoint.calibration.excludesSink)
-        #expect(checkpoint.kvCache.bits == 4)
+        #expect(checkpoint.kvCache.bits == 4 && checkpoint.kvCache.rotatesKeys, "quantize's default: KV4, keys rotated")
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fmpq-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: folder) }

@@ -189,7 +189,7 @@ extension FMPQModelTests {
             model: model, calibration: observed, settings: settings, modelFile: Assets.gguf!, modelFileSHA256: nil,
             source: CalibrationSource(text: "test text"))
         let names = (0..<model.config.layerCount).map(ModelQuantizer.keySmoothingTensor)
-        #expect(checkpoint.kvCache == .init(bits: 4, keySmoothing: true, keySmoothingAlpha: 0.5, keySmoothingFactors: names))
+        #expect(checkpoint.kvCache == .init(bits: 4, keySmoothing: true, keySmoothingAlpha: 0.5, keySmoothingFactors: names, keyRotation: true))
         let expected = try Self.smoothing(model, observed, alpha: 0.5)
         for layer in 0..<model.config.layerCount {
             #expect(try ModelQuantizer.keySmoothing(checkpoint, layer: layer, config: model.config) == expected[layer])

@@ -108,7 +108,7 @@ import Testing
         let down = try checkpoint.linear(LinearSlot.down.name(layer: 0))
         #expect(down.permutation.layout.int8Blocks % 4 == 0 && down.permutation.layout.int8Blocks > 0)
 
-        let evaluation = QuantizedEvaluation(kv4: true)
+        let evaluation = QuantizedEvaluation(checkpoint)
         try QuantizedModelHooks.install(on: model, checkpoint: checkpoint, evaluation: evaluation)
         let whole = try Self.wholeLogits(model, prompt: prompt)
         model.hooks = nil
@@ -198,7 +198,7 @@ import Testing
         let checkpoint = try ModelQuantizer.quantize(
             model: whole, calibration: calibration, settings: QuantizeSettings(recipe: recipe, kv4: true, tensorParallel: 3),
             modelFile: Assets.gguf!, modelFileSHA256: nil, source: CalibrationSource(text: "test text"))
-        let evaluation = QuantizedEvaluation(kv4: true)
+        let evaluation = QuantizedEvaluation(checkpoint)
         try QuantizedModelHooks.install(on: whole, checkpoint: checkpoint, evaluation: evaluation)
         let quantized = try Self.wholeLogits(whole, prompt: prompt)
         whole.hooks = nil

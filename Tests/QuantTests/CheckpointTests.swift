@@ -11,13 +11,15 @@ func temporaryFolder() throws -> URL {
 }
 
 /// A small checkpoint of two FMPQ linear layers (block sizes 128 and 64, a partial block; the
-/// first clipped and with rotated A4 blocks) and plain tensors of every other dtype.
+/// first clipped and with rotated A4 blocks), a KV4 cache with rotated keys, and plain tensors of
+/// every other dtype.
 func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedCheckpoint {
     let config: JSONValue = .object(["dim": .int(576), "ropeBase": .number(100000.5), "architecture": .string("llama"), "tied": .bool(true)])
     var checkpoint = QuantizedCheckpoint(
         model: config, tokenizer: .init(kind: "gguf", source: "SmolLM2-135M-Instruct.Q4_1.gguf", sha256: String(repeating: "ab", count: 32)),
         calibration: .init(text: "web: Genesis-Malachi", tokens: 16384, contextLength: 512, recipe: FMPQRecipe(budget: .threshold(ratio: 6, maxFraction: 0.25)))
     )
+    checkpoint.kvCache = .init(bits: 4, keyRotation: true)
     for (name, k, n, blockSize) in [("blk.0.attn_q", 576, 24, 128), ("blk.0.ffn_down", 320, 16, 64)] {
         let x = activationsWithOutliers(tokens: 32, channels: k, outliers: [1, 7, k - 3], factor: 30, using: &random)
         var stats = CalibrationStatistics(channels: k)
@@ -54,6 +56,7 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
         #expect(try loaded.linear("blk.0.attn_q").permutation.layout.rotation == .int4)
         #expect(try loaded.linear("blk.0.attn_q").permutation.layout.int4Clip == 0.8)
         #expect(loaded.model["ropeBase"] == .number(100000.5) && loaded.model["dim"] == .int(576))
+        #expect(loaded.kvCache.rotatesKeys && loaded.kvCache.bits == 4)
         // Nothing but the checkpoint is left in the parent folder.
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["ckpt"])
     }
@@ -133,6 +136,33 @@ func syntheticCheckpoint(using random: inout SplitMix64) throws -> QuantizedChec
             let loaded = try QuantizedCheckpoint.load(from: path)
             for name in loaded.layers.keys { #expect(try loaded.linear(name).permutation.layout.rotation == BlockRotation.none, "\(name)") }
             #expect(loaded.calibration.recipe.rotation == BlockRotation.none)
+        }
+    }
+
+    /// Version 3 (before key rotation) still loads: no `keyRotation`, keys unrotated.
+    @Test func version3LoadsWithUnrotatedKeys() throws {
+        try withWrittenCheckpoint { path in
+            try editManifest(path) { manifest in
+                manifest["formatVersion"] = 3
+                var kv = manifest["kvCache"] as! [String: Any]
+                kv["keyRotation"] = nil
+                manifest["kvCache"] = kv
+            }
+            let loaded = try QuantizedCheckpoint.load(from: path)
+            #expect(!loaded.kvCache.rotatesKeys)
+        }
+    }
+
+    /// Key rotation is a KV4 setting: with an fp16 cache the manifest contradicts itself.
+    @Test func keyRotationWithoutKV4IsRefused() throws {
+        try withWrittenCheckpoint { path in
+            try editManifest(path) { manifest in
+                var kv = manifest["kvCache"] as! [String: Any]
+                #expect(kv["keyRotation"] as? Bool == true)
+                kv["bits"] = 16
+                manifest["kvCache"] = kv
+            }
+            expectLoadError(path) { if case let .badManifest(_, reason) = $0 { reason.contains("keyRotation") } else { false } }
         }
     }
 

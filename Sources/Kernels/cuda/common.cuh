@@ -31,3 +31,31 @@ COMET_DEVICE float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+
+// The Walsh-Hadamard transform of fmpq_quantize.cu's rotated blocks and rope_kv_write.cu's keys
+// (Quant.BlockHadamard: the same butterfly order, so the results are bit-identical).
+// x <- H x over a warp's block of PER * 32 values, lane holding positions PER lane .. PER lane +
+// PER - 1: the strides below PER inside a lane, the rest across lanes (partner lane ^ (h / PER);
+// the lower position of a pair keeps a + b, the upper takes a - b, a being the lower's value).
+template <int PER>
+COMET_DEVICE void block_hadamard(float (&v)[PER], int lane) {
+#pragma unroll
+    for (int h = 1; h < PER; h *= 2) {
+#pragma unroll
+        for (int j = 0; j < PER; ++j) {
+            if (j & h) continue;
+            const float a = v[j], b = v[j + h];
+            v[j] = __fadd_rn(a, b);
+            v[j + h] = __fsub_rn(a, b);
+        }
+    }
+#pragma unroll
+    for (int mask = 1; mask < 32; mask *= 2) {
+        const bool upper = lane & mask;
+#pragma unroll
+        for (int j = 0; j < PER; ++j) {
+            const float other = __shfl_xor_sync(0xffffffffu, v[j], mask);
+            v[j] = upper ? __fsub_rn(other, v[j]) : __fadd_rn(v[j], other);
+        }
+    }
+}

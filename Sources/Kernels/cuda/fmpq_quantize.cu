@@ -79,32 +79,6 @@ struct TiledActivations {
     }
 };
 
-// x <- H x over a warp's block of PER * 32 values, lane holding positions PER lane .. PER lane +
-// PER - 1: the strides below PER inside a lane, the rest across lanes (partner lane ^ (h / PER);
-// the lower position of a pair keeps a + b, the upper takes a - b, a being the lower's value).
-template <int PER>
-COMET_DEVICE void block_hadamard(float (&v)[PER], int lane) {
-#pragma unroll
-    for (int h = 1; h < PER; h *= 2) {
-#pragma unroll
-        for (int j = 0; j < PER; ++j) {
-            if (j & h) continue;
-            const float a = v[j], b = v[j + h];
-            v[j] = __fadd_rn(a, b);
-            v[j + h] = __fsub_rn(a, b);
-        }
-    }
-#pragma unroll
-    for (int mask = 1; mask < 32; mask *= 2) {
-        const bool upper = lane & mask;
-#pragma unroll
-        for (int j = 0; j < PER; ++j) {
-            const float other = __shfl_xor_sync(0xffffffffu, v[j], mask);
-            v[j] = upper ? __fsub_rn(other, v[j]) : __fadd_rn(v[j], other);
-        }
-    }
-}
-
 // Quantizes token t's permuted values, value(p) for p in [0, blocks * BS), through `out`; blocks
 // below rotated_blocks and wholly inside the K real channels are rotated first.
 template <int BS, typename Value, typename Output>

@@ -12,6 +12,10 @@
 // Products are rounded one by one (__fmul_rn) so that no FMA contraction makes the GPU differ
 // from the reference. KV4: per (token, head) min and max by warp shuffles; scale and zero
 // rounded to fp16 first, codes = rint((x - zero) / scale) clamped to 0..15 (Quant.KV4).
+//
+// rotate_keys (KVCacheSettings.keyRotation): after RoPE, k <- H k before KV4 and q <- H q / D
+// (H the D x D Sylvester Hadamard matrix, block_hadamard; 1/D is exact), so q.k is unchanged
+// and the cache's per-(token, head) scale no longer follows K's few outlier channels.
 #include "common.cuh"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,7 +25,7 @@ constexpr int ROPE_THREADS = 256;
 template <int D, bool ADJACENT, bool KV4>
 COMET_DEVICE void rope_kv_write(const __nv_bfloat16* __restrict__ qkv, const int32_t* __restrict__ positions,
                                 const int32_t* __restrict__ slots, const float* __restrict__ cos_table,
-                                const float* __restrict__ sin_table, int q_heads, int kv_heads, int page_size,
+                                const float* __restrict__ sin_table, int q_heads, int kv_heads, int page_size, int rotate_keys,
                                 __nv_bfloat16* __restrict__ q_out, void* __restrict__ k_cache, void* __restrict__ v_cache,
                                 __half2* __restrict__ k_params, __half2* __restrict__ v_params) {
     constexpr int PER = D / 32;
@@ -55,6 +59,13 @@ COMET_DEVICE void rope_kv_write(const __nv_bfloat16* __restrict__ qkv, const int
                     x[i] = low ? __fsub_rn(__fmul_rn(x[i], c), __fmul_rn(partner, s))
                                : __fadd_rn(__fmul_rn(partner, s), __fmul_rn(x[i], c));
                 }
+            }
+        }
+        if (rotate_keys && !is_v) {  // warp-uniform: one head per warp
+            block_hadamard<PER>(x, lane);
+            if (head < q_heads) {
+#pragma unroll
+                for (int i = 0; i < PER; ++i) x[i] = __fmul_rn(x[i], 1.f / D);
             }
         }
         if (head < q_heads) {
@@ -95,10 +106,10 @@ COMET_DEVICE void rope_kv_write(const __nv_bfloat16* __restrict__ qkv, const int
 #define ROPE_KV_WRITE(NAME, D, ADJACENT, KV4)                                                               \
     extern "C" __global__ void __launch_bounds__(ROPE_THREADS) NAME(                                        \
         const __nv_bfloat16* qkv, const int32_t* positions, const int32_t* slots, const float* cos_table,    \
-        const float* sin_table, int q_heads, int kv_heads, int page_size, __nv_bfloat16* q_out,              \
-        void* k_cache, void* v_cache, __half2* k_params, __half2* v_params) {                                \
+        const float* sin_table, int q_heads, int kv_heads, int page_size, int rotate_keys,                   \
+        __nv_bfloat16* q_out, void* k_cache, void* v_cache, __half2* k_params, __half2* v_params) {          \
         rope_kv_write<D, ADJACENT, KV4>(qkv, positions, slots, cos_table, sin_table, q_heads, kv_heads,     \
-                                        page_size, q_out, k_cache, v_cache, k_params, v_params);            \
+                                        page_size, rotate_keys, q_out, k_cache, v_cache, k_params, v_params); \
     }
 ROPE_KV_WRITE(rope_kv_write_kv4_d128_adjacent, 128, true, true)
 ROPE_KV_WRITE(rope_kv_write_kv4_d128_half, 128, false, true)
