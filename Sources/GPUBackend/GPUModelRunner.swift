@@ -25,10 +25,10 @@ public struct GPURunnerOptions: Sendable, Equatable {
     /// Same results either way (`gpu_runner.fmpq` runs both).
     public var prefillQueryTiles: Bool
 
-    /// Off by default until `gpu_runner.fmpq` passes with it on a GPU: the kernel's tile path
-    /// passed its own check (`decode_attention.prefill_kv4`), but the runner's staging faulted on
-    /// the one GPU run (int2 reads of a list staged at a 4-byte offset, fixed since).
-    public static let defaultPrefillQueryTiles = false
+    /// On: `gpu_runner.fmpq` passes both ways (H100, 2026-12-07, bench/results/check-gpu-h100-8b7ee9e.txt),
+    /// and tiles are 1.4-2.8x faster per prefill launch (bench/NOTES.md). `--disable-prefill-query-tiles`
+    /// turns them off.
+    public static let defaultPrefillQueryTiles = true
 
     public init(kvBlockSize: Int = 16, kvBlocks: Int? = nil, memoryFraction: Double = 0.9, maxStepTokens: Int = 2048,
                 maxStepSequences: Int = 256, contextLength: Int? = nil, prefillQueryTiles: Bool = defaultPrefillQueryTiles) {
