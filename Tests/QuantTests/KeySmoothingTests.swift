@@ -174,10 +174,10 @@ import Testing
                 #expect(try KeySmoothing(factors: factors, headDim: Self.headDim, partner: Self.partners(adjacent: true)).factors == factors)
             }
         }
-        // A manifest of before K smoothing (no alpha, no factor names) still loads.
+        // A manifest without K smoothing (no alpha, no factor names; its keys rotated) loads.
         try withWrittenCheckpoint { path in
             let loaded = try QuantizedCheckpoint.load(from: path)
-            #expect(loaded.kvCache == .init(bits: 4, keySmoothing: false))
+            #expect(loaded.kvCache == .init(bits: 4, keySmoothing: false, keyRotation: true))
         }
     }
 
