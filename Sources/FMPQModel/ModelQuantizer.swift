@@ -15,7 +15,7 @@ public struct QuantizeSettings: Sendable, Equatable {
     public var keySmoothing: Double?
     /// With `kv4`: keys Hadamard rotated per head after RoPE (`KVCacheSettings.keyRotation`). It
     /// changes no tensor, only how the cache stores K. SmolLM2, 4,096 evaluation tokens: FP with
-    /// KV4 27.78 -> 25.91 rotated (FP 25.31); bench/results/accuracy-smollm2.md.
+    /// KV4 27.78 -> 26.38 rotated (FP 25.31), FMPQ W4AxKV4 34.84 -> 33.86; bench/results/accuracy-smollm2.md.
     public var keyRotation: Bool
     /// The tensor parallelism the checkpoint will run at: o and down are permuted shard by shard
     /// (`FMPQSharding.swift`) so that every rank's cut is a valid FMPQ layout. 1 for one GPU; a

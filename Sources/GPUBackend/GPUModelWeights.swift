@@ -167,9 +167,8 @@ public final class GPUModelWeights: @unchecked Sendable {
             }
             let blocks = (inDim + 127) / 128
             // The A4 clip and rotation of `comet quantize`'s recipe, so the quantize kernels do its work.
-            let recipe = FMPQRecipe()
             let layout = try FMPQLayout(inputChannels: inDim, int8Blocks: min(blocks, Int((Double(blocks) * int8Share).rounded())),
-                                        int4Clip: recipe.int4Clip, rotation: recipe.rotation)
+                                        int4Clip: FMPQRecipe.defaultInt4Clip, rotation: FMPQRecipe.defaultRotation)
             let tiles = (outDim + 15) / 16
             let packed = try context.allocate(UInt8.self, count: tiles * 16 * layout.paddedChannels / 2)
             try filler.bytes(packed)

@@ -7,8 +7,8 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
     /// would misread the new files. 2: layers carry `int4Clip` (a version-1 reader would quantize
     /// their A4 blocks unclipped). 3: layers may rotate blocks (`rotation`; a version-2 reader
     /// would quantize them unrotated). 4: the KV cache may rotate keys (`keyRotation`; a
-    /// version-3 reader would pair rotated keys with unrotated queries). Versions 2 and 3 still
-    /// load: no rotation of the missing kind.
+    /// version-3 reader would run the checkpoint with plain keys, a KV4 it was not evaluated
+    /// with). Versions 2 and 3 still load: no rotation of the missing kind.
     public static let currentVersion = 4
     /// The versions this build reads.
     public static let readableVersions = 2...4
