@@ -44,12 +44,14 @@ import Testing
         }
     }
 
-    /// With an outlier channel, rotating first cuts the error of q·k through KV4 several times
-    /// (the scale no longer follows one channel); measured ~5x at d = 64, bound 2x.
+    /// With an outlier channel, rotating first cuts the error of q·k through KV4 (the scale no
+    /// longer follows one channel): 2.13-2.45x over 300 seeds of this setup (a numpy emulation of
+    /// KV4), bound 2x. 512 tokens and 4 heads keep the ratio that tight; with 64 tokens and 2
+    /// heads it spread over 1.6-2.8x and one run failed the bound at 1.96x.
     @Test func rotationShrinksTheScoreError() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var random = SplitMix64(seed: seed)
-        let (tokens, heads, d) = (64, 2, 64)
+        let (tokens, heads, d) = (512, 4, 64)
         let k = Self.keys(tokens: tokens, heads: heads, d: d, using: &random)
         let q = random.gaussians(heads * d)
         var kv4 = KV4RoundTrip(kvHeads: heads, headDim: d)
