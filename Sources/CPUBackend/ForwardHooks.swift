@@ -15,6 +15,22 @@ public enum LinearSlot: Int, Sendable, CaseIterable {
     /// partial sums) rather than its outputs (qkv, gate_up).
     public var isRowParallel: Bool { self == .attentionOutput || self == .down }
 
+    /// The kind's short name, as options and manifests spell it: qkv, o, gate_up, down.
+    public var kindName: String {
+        switch self {
+        case .qkv: return "qkv"
+        case .attentionOutput: return "o"
+        case .gateUp: return "gate_up"
+        case .down: return "down"
+        }
+    }
+
+    /// The slot whose `kindName` is `name`, or nil.
+    public init?(kindName name: String) {
+        guard let slot = Self.allCases.first(where: { $0.kindName == name }) else { return nil }
+        self = slot
+    }
+
     /// The name of the layer's linear in a checkpoint, e.g. "blk.3.ffn_down".
     public func name(layer: Int) -> String {
         switch self {

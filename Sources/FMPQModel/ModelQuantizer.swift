@@ -17,6 +17,12 @@ public struct QuantizeSettings: Sendable, Equatable {
     /// changes no tensor, only how the cache stores K. SmolLM2, 4,096 evaluation tokens: FP with
     /// KV4 27.78 -> 26.38 rotated (FP 25.31), FMPQ W4AxKV4 34.84 -> 33.86; bench/results/accuracy-smollm2.md.
     public var keyRotation: Bool
+    /// INT8 budgets that replace the recipe's for one kind of linear in every layer. On Hopper an
+    /// A8 block costs what an A4 block does in the GEMM (both run on s8 wgmma; the large-M
+    /// kernel's tiles hold A4 codes as bytes), so more INT8 on the most sensitive input buys
+    /// accuracy for little: SmolLM2 W4AxKV4, gate_up's input all A8, 33.86 -> 30.95
+    /// (bench/results/accuracy-smollm2.md). On Ampere/Ada it costs INT4 tensor-core speed.
+    public var linearBudgets: [LinearSlot: INT8Budget]
     /// The tensor parallelism the checkpoint will run at: o and down are permuted shard by shard
     /// (`FMPQSharding.swift`) so that every rank's cut is a valid FMPQ layout. 1 for one GPU; a
     /// checkpoint made for N also runs at any divisor of N.
@@ -33,9 +39,11 @@ public struct QuantizeSettings: Sendable, Equatable {
 
     public init(
         recipe: FMPQRecipe = FMPQRecipe(), permute: Bool = true, kv4: Bool = true, keySmoothing: Double? = nil,
-        keyRotation: Bool = QuantizeSettings.defaultKeyRotation, tensorParallel: Int = 1
+        keyRotation: Bool = QuantizeSettings.defaultKeyRotation, linearBudgets: [LinearSlot: INT8Budget] = [:],
+        tensorParallel: Int = 1
     ) {
         self.recipe = recipe
+        self.linearBudgets = linearBudgets
         self.permute = permute
         self.kv4 = kv4
         self.keySmoothing = keySmoothing
@@ -77,7 +85,9 @@ public enum ModelQuantizer {
                 text: source.text + (settings.permute ? "" : "; no permutation (identity)")
                     + (ranks > 1 ? "; o and down permuted per shard for \(ranks)-way tensor parallelism" : ""),
                 tokens: calibration.tokens, contextLength: calibration.contextLength,
-                excludesSink: true, recipe: recipe),
+                excludesSink: true, recipe: recipe,
+                linearBudgets: settings.linearBudgets.isEmpty
+                    ? nil : Dictionary(uniqueKeysWithValues: settings.linearBudgets.map { ($0.key.kindName, $0.value) })),
             kvCache: .init(bits: settings.kv4 ? 4 : 16, keySmoothing: settings.keySmoothing != nil,
                            keySmoothingAlpha: settings.keySmoothing,
                            keySmoothingFactors: settings.keySmoothing.map { _ in (0..<model.config.layerCount).map(keySmoothingTensor) },
@@ -104,17 +114,19 @@ public enum ModelQuantizer {
                 if slot == .qkv, let smoothing {
                     try smoothing.fold(intoQKV: &weights, inputs: shape.inDim, heads: model.config.headCount)
                 }
+                var linearRecipe = recipe
+                if let budget = settings.linearBudgets[slot] { linearRecipe.budget = budget }
                 let (int4, permutation): (Int4Weights, FMPQPermutation)
                 if settings.permute {
-                    (int4, permutation) = try recipe.quantize(
+                    (int4, permutation) = try linearRecipe.quantize(
                         weights: weights, outputs: shape.outDim, statistics: observed.statistics, hessian: observed.hessian,
                         shards: slot.isRowParallel ? ranks : 1)
                 } else {
                     // The budget's block count, but on the channels in their original order.
-                    let chosen = try FMPQPermutation(statistics: observed.statistics, criterion: recipe.criterion,
-                                                     budget: recipe.budget, blockSize: recipe.blockSize)
-                    permutation = FMPQPermutation.identity(layout: try recipe.int4Treatment(chosen.layout))
-                    int4 = try recipe.quantize(weights: weights, outputs: shape.outDim, permutation: permutation, hessian: observed.hessian)
+                    let chosen = try FMPQPermutation(statistics: observed.statistics, criterion: linearRecipe.criterion,
+                                                     budget: linearRecipe.budget, blockSize: linearRecipe.blockSize)
+                    permutation = FMPQPermutation.identity(layout: try linearRecipe.int4Treatment(chosen.layout))
+                    int4 = try linearRecipe.quantize(weights: weights, outputs: shape.outDim, permutation: permutation, hessian: observed.hessian)
                 }
                 try checkpoint.addLinear(slot.name(layer: layer), weights: int4, permutation: permutation)
             }

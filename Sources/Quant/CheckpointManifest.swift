@@ -58,13 +58,21 @@ public struct CheckpointManifest: Sendable, Equatable, Codable {
         public var excludesSink: Bool
         /// The FMPQ choices applied to every linear layer.
         public var recipe: FMPQRecipe
+        /// INT8 budgets that replace the recipe's for one kind of linear in every layer, by kind
+        /// ("qkv", "o", "gate_up", "down"); absent when every linear has the recipe's. Recorded
+        /// to show what was done: each layer's own `int8Blocks` is what a reader runs.
+        public var linearBudgets: [String: INT8Budget]?
 
-        public init(text: String, tokens: Int, contextLength: Int, excludesSink: Bool = true, recipe: FMPQRecipe = FMPQRecipe()) {
+        public init(
+            text: String, tokens: Int, contextLength: Int, excludesSink: Bool = true, recipe: FMPQRecipe = FMPQRecipe(),
+            linearBudgets: [String: INT8Budget]? = nil
+        ) {
             self.text = text
             self.tokens = tokens
             self.contextLength = contextLength
             self.excludesSink = excludesSink
             self.recipe = recipe
+            self.linearBudgets = linearBudgets
         }
     }
 

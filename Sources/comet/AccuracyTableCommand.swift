@@ -180,14 +180,16 @@ struct TableRow {
 
     static func quantized(
         _ name: String, _ weights: String, _ activations: String, _ kv: String,
-        recipe: FMPQRecipe, permute: Bool, keySmoothing: Bool = false, evaluation: QuantizedEvaluation
+        recipe: FMPQRecipe, permute: Bool, keySmoothing: Bool = false, linearBudgets: [LinearSlot: INT8Budget] = [:],
+        evaluation: QuantizedEvaluation
     ) -> TableRow {
         // The checkpoint's KV settings (KV4, key rotation) do not change its tensors: rows that
         // differ only in KV share one, and `evaluation` says how its cache is run.
         // (K smoothing does; its alpha is the table's --key-smoothing-alpha.)
         TableRow(name: name, weights: weights, activations: activations, kv: kv,
                  method: .checkpoint(QuantizeSettings(recipe: recipe, permute: permute, kv4: false,
-                                                      keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil, keyRotation: false),
+                                                      keySmoothing: keySmoothing ? QuantizeSettings.defaultKeySmoothing : nil, keyRotation: false,
+                                                      linearBudgets: linearBudgets),
                                      evaluation))
     }
 
@@ -269,6 +271,14 @@ struct TableRow {
                   recipe: recipe(.gptq, share: 0.2), permute: true, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
         quantized("w4a8kv4-kr", "INT4 GPTQ g128", "A8 per (token, 128)", "KV4, keys rotated",
                   recipe: recipe(.gptq, share: 1), permute: false, evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
+        // Per-linear INT8 budgets (`comet quantize --int8-share-of`): the default recipe with
+        // gate_up's input (and down's) all A8, which Hopper's s8 GEMM runs at A4's speed.
+        quantized("fmpq-w4axkv4-a8gu", "INT4 GPTQ g128", "FMPQ A4 (rotated) + 20% A8 blocks; gate_up input all A8", "KV4, keys rotated",
+                  recipe: defaultRecipe(), permute: true, linearBudgets: [.gateUp: .fractionOfBlocks(1)],
+                  evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
+        quantized("fmpq-w4axkv4-a8gu-down", "INT4 GPTQ g128", "FMPQ A4 (rotated) + 20% A8 blocks; gate_up and down inputs all A8", "KV4, keys rotated",
+                  recipe: defaultRecipe(), permute: true, linearBudgets: [.gateUp: .fractionOfBlocks(1), .down: .fractionOfBlocks(1)],
+                  evaluation: .init(activations: .fmpq, kv4: true, keyRotation: true)),
     ] + [0.1, 0.3].map { share in
         quantized("fmpq-w4axkv4-rot-\(Int(share * 100))", "INT4 GPTQ g128, rotated", "FMPQ A4 (rotated) + \(Int(share * 100))% A8 blocks", "KV4",
                   recipe: defaultRecipe(share: share), permute: true, evaluation: .init(activations: .fmpq, kv4: true))

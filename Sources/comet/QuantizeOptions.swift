@@ -57,6 +57,12 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Instead of a fixed share: channels above this multiple of the layer's median score are outliers (capped at --int8-share).")
     var int8Threshold: Double?
 
+    @Option(name: .customLong("int8-share-of"), help: ArgumentHelp(
+        "One kind of linear's INT8 share in every layer, in place of --int8-share / --int8-threshold: KIND=SHARE, KIND one of qkv, o, gate_up, down; repeatable.",
+        discussion: "On Hopper an A8 block costs the GEMM what an A4 block does, so the most sensitive input can take more: on SmolLM2 gate_up=1 brings W4AxKV4 from 33.86 to 30.95 (bench/results/accuracy-smollm2.md).",
+        valueName: "kind=share"))
+    var int8ShareOf: [LinearINT8Share] = []
+
     @Option(help: "Outlier criterion: absMax or rms.")
     var criterion: OutlierCriterion = .absMax
 
@@ -99,6 +105,8 @@ struct RecipeOptions: ParsableArguments {
         if !(a4Clip > 0 && a4Clip <= 1) { throw ValidationError("--a4-clip must be in (0, 1]") }
         if let int8Threshold, int8Threshold <= 0 { throw ValidationError("--int8-threshold must be positive") }
         if !(0...1).contains(keySmoothingAlpha) { throw ValidationError("--key-smoothing-alpha must be in 0...1") }
+        let kinds = int8ShareOf.map(\.slot)
+        if Set(kinds).count != kinds.count { throw ValidationError("--int8-share-of names a linear kind twice") }
     }
 
     /// The settings `quantize` applies (K smoothing on a model with q/k biases is refused by
@@ -109,7 +117,9 @@ struct RecipeOptions: ParsableArguments {
             recipe: FMPQRecipe(criterion: criterion, budget: budget, blockSize: blockSize, weightMethod: weights, int4Clip: a4Clip,
                                  rotation: rotation),
             permute: !noPermutation, kv4: kv4,
-            keySmoothing: keySmoothing ? keySmoothingAlpha : nil, keyRotation: keyRotation, tensorParallel: tensorParallel)
+            keySmoothing: keySmoothing ? keySmoothingAlpha : nil, keyRotation: keyRotation,
+            linearBudgets: Dictionary(uniqueKeysWithValues: int8ShareOf.map { ($0.slot, .fractionOfBlocks($0.share)) }),
+            tensorParallel: tensorParallel)
     }
 }
 
@@ -120,3 +130,17 @@ extension QuantizedLinear.Activations: ExpressibleByArgument {}
 
 /// "12.3%"
 func percent(_ x: Double) -> String { formatFixed(100 * x, digits: 1) + "%" }
+
+/// `--int8-share-of KIND=SHARE`: one kind of linear's INT8 share of blocks, in 0...1.
+struct LinearINT8Share: ExpressibleByArgument, Equatable {
+    let slot: LinearSlot
+    let share: Double
+
+    init?(argument: String) {
+        let parts = argument.split(separator: "=", omittingEmptySubsequences: false)
+        guard parts.count == 2, let slot = LinearSlot(kindName: String(parts[0])), let share = Double(parts[1]),
+              (0...1).contains(share) else { return nil }
+        self.slot = slot
+        self.share = share
+    }
+}
