@@ -21,6 +21,8 @@ public struct DecodeBenchmark {
         public var w4axTokensPerSecond: Double { Double(batch) / w4axKV4 * 1000 }
         public var bf16TokensPerSecond: Double? { bf16.map { Double(batch) / $0 * 1000 } }
         public var speedup: Double? { bf16.map { $0 / w4axKV4 } }
+        /// With `profile`: one eager step of each runner, kernel by kernel (`StepProfile`).
+        public var w4axProfile: [StepProfile.Entry]? = nil, bf16Profile: [StepProfile.Entry]? = nil
     }
 
     /// One per GPU, in rank order.
@@ -34,25 +36,33 @@ public struct DecodeBenchmark {
     }
 
     /// Times `steps` decode steps for each batch size, for W4AxKV4 and (unless `baseline` is false) bf16.
+    /// `profile`: after timing each batch size, one more step runs eagerly with an event after
+    /// every kernel (`GPUModelRunner.profile`; one GPU only), and its table goes to `log`.
     public func run(model name: String, config: ModelConfig, batches: [Int], length: Int, steps: Int = 16, baseline: Bool = true,
-                    log: (String) -> Void = { _ in }) throws -> [Row] {
-        var times: [Bool: [Double]] = [:]
+                    profile: Bool = false, log: (String) -> Void = { _ in }) throws -> [Row] {
+        var times: [Bool: [(ms: Double, profile: StepProfile?)]] = [:]
         for quantized in baseline ? [true, false] : [true] {
             log("building \(name) \(quantized ? "W4AxKV4" : "bf16") weights on \(libraries.count) GPU(s)")
             do {
-                times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps)
+                times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps,
+                                            profile: profile)
+                for (batch, result) in zip(batches, times[quantized]!) {
+                    if let p = result.profile { log("\(quantized ? "W4AxKV4" : "bf16") B=\(batch) L=\(length), one eager step:\n\(p.table())") }
+                }
             } catch where !quantized {
                 // The bf16 baseline may not fit (70B in bf16 is 141 GB): say so, keep our rows.
                 log("bf16 baseline not run: \(error)")
             }
         }
         return batches.indices.map { i in
-            Row(model: name, batch: batches[i], length: length, tensorParallel: libraries.count, w4axKV4: times[true]![i],
-                bf16: times[false]?[i])
+            Row(model: name, batch: batches[i], length: length, tensorParallel: libraries.count, w4axKV4: times[true]![i].ms,
+                bf16: times[false]?[i].ms, w4axProfile: times[true]![i].profile?.entries, bf16Profile: times[false]?[i].profile?.entries)
         }
     }
 
-    private func time(config: ModelConfig, quantized: Bool, batches: [Int], length: Int, steps: Int) throws -> [Double] {
+    private func time(
+        config: ModelConfig, quantized: Bool, batches: [Int], length: Int, steps: Int, profile: Bool
+    ) throws -> [(ms: Double, profile: StepProfile?)] {
         let maxBatch = batches.max()!, blockSize = 16
         let positions = length + steps + 4
         let blocksPerSequence = (positions + blockSize - 1) / blockSize
@@ -65,19 +75,21 @@ public struct DecodeBenchmark {
         var tokens: [Int32] = []
         return try batches.map { batch in
             let tables = (0..<batch).map { i in (0..<blocksPerSequence).map { Int32(i * blocksPerSequence + $0) } }
-            func step(_ s: Int) throws {
-                let sequences = (0..<batch).map { i in
+            func sequences(_ s: Int) -> [StepSequence] {
+                (0..<batch).map { i in
                     StepSequence(tokens: [Int32((i * 7919 + s) % config.vocabularySize)], firstPosition: length + s,
                                  blockTable: tables[i], needsLogits: true)
                 }
-                try runner.executeGreedy(sequences, tokens: &tokens)
             }
+            func step(_ s: Int) throws { try runner.executeGreedy(sequences(s), tokens: &tokens) }
             for s in 0..<3 { try step(s) }
             let start = ContinuousClock.now
             for s in 0..<steps { try step(3 + s) }
             let elapsed = ContinuousClock.now - start
             let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-            return ms / Double(steps)
+            // The profiled step writes position length + 3 + steps, which the runner has room for.
+            let profiled = profile ? try (runner as? GPUModelRunner)?.profile(sequences(3 + steps)) : nil
+            return (ms / Double(steps), profiled)
         }
     }
 

@@ -72,6 +72,14 @@ public final class CUDAEvent: @unchecked Sendable {
         try context.driver.check(context.api.cuEventSynchronize(handle), "cuEventSynchronize")
     }
 
+    /// Whether the work before this event's record has finished (cuEventQuery; no waiting).
+    public func isComplete() throws -> Bool {
+        let result = context.api.cuEventQuery(handle)
+        if result == 600 { return false }  // CUDA_ERROR_NOT_READY
+        try context.driver.check(result, "cuEventQuery")
+        return true
+    }
+
     /// Milliseconds between `start` and this event; waits for this event first.
     public func milliseconds(since start: CUDAEvent) throws -> Double {
         try synchronize()

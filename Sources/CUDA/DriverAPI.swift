@@ -44,6 +44,7 @@ struct DriverAPI {
     let cuEventDestroy: @convention(c) (Handle?) -> CUresult
     let cuEventRecord: @convention(c) (Handle?, Handle?) -> CUresult
     let cuEventSynchronize: @convention(c) (Handle?) -> CUresult
+    let cuEventQuery: @convention(c) (Handle?) -> CUresult
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle?, Handle?) -> CUresult
     let cuModuleLoadData: @convention(c) (OutHandle, UnsafeRawPointer) -> CUresult
     let cuModuleUnload: @convention(c) (Handle?) -> CUresult
@@ -92,6 +93,7 @@ struct DriverAPI {
         cuEventDestroy = try l.function("cuEventDestroy_v2")
         cuEventRecord = try l.function("cuEventRecord")
         cuEventSynchronize = try l.function("cuEventSynchronize")
+        cuEventQuery = try l.function("cuEventQuery")
         cuEventElapsedTime = try l.function("cuEventElapsedTime_v2", "cuEventElapsedTime")
         cuModuleLoadData = try l.function("cuModuleLoadData")
         cuModuleUnload = try l.function("cuModuleUnload")

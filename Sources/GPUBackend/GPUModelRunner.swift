@@ -97,6 +97,9 @@ public final class GPUModelRunner: ModelRunner {
     /// Sampling on the GPU, on the rank that computes logits.
     let deviceSampler: DeviceSampler?
     let argmax: ArgmaxKernel
+    let streamHold: StreamHoldKernel
+    /// Set while `profile(_:)` runs a step: every launch is followed by a labelled event.
+    private var profiler: StepProfiler?
     /// Per-token causal lengths of the current step (host copy, for the attention launch bounds).
     private var tokenLengths: [Int32] = []
     /// Per attention launch of the current step: its query tiles in the staged tile list, or nil
@@ -144,6 +147,7 @@ public final class GPUModelRunner: ModelRunner {
         attention = try DecodeAttentionKernel(library: library)
         ops = try LayerOps(library: library)
         argmax = try ArgmaxKernel(library: library)
+        streamHold = try StreamHoldKernel(library: library)
         self.blas = blas
         blasWorkspace = try context.allocate(UInt8.self, count: CuBLASLt.Matmul.workspaceBytes)
         splitKWorkspace = try gemm.makeSplitKWorkspace(context: context, stream: stream)
@@ -230,6 +234,31 @@ public final class GPUModelRunner: ModelRunner {
         tokens = Array(UnsafeBufferPointer(start: tokensHost.baseAddress, count: rows))
     }
 
+    /// Runs one greedy step eagerly (no graph), with an event after every kernel, and says where
+    /// its GPU time went (`StepProfile`). The step's KV writes happen as in any step.
+    public func profile(_ step: [StepSequence]) throws -> StepProfile {
+        let (tokens, logitRows) = try stage(step, checked: step.count)
+        let profiler = StepProfiler(context: context)
+        // Long enough for the host to queue a step of a few thousand launches behind it.
+        try streamHold.hold(milliseconds: 250, on: stream)
+        try profiler.mark("start", on: stream)
+        self.profiler = profiler
+        defer { self.profiler = nil }
+        try enqueue(tokens: tokens, logitRows: logitRows, maxLength: nil)
+        if logitRows > 0, producesLogits {
+            try argmax(scratch.logits.prefix(logitRows * config.vocabularySize), vocab: config.vocabularySize,
+                       into: scratch.tokens.prefix(logitRows), on: stream)
+            try mark("argmax")
+        }
+        let hostKeptUp = try !profiler.startHasRun()
+        return try profiler.finish(hostKeptUp: hostKeptUp)
+    }
+
+    /// Marks the end of `label`'s launches while a step is profiled (nothing otherwise).
+    @inline(__always) private func mark(_ label: String) throws {
+        if let profiler { try profiler.mark(label, on: stream) }
+    }
+
     /// Whether sampled (non-greedy) steps are sampled on the GPU (DeviceSampler); off, the engine
     /// copies the logits and samples with each request's CPU `Sampler`. GPU check `sampling.device`;
     /// 6.6 ms against 66.6 ms per step at 256 rows of 128K on an H100 (bench/NOTES.md).
@@ -311,27 +340,37 @@ public final class GPUModelRunner: ModelRunner {
         let gateUp = s.gateUp.prefix(tokens * 2 * c.ffnDim)
 
         try ops.embeddingGather(table: weights.embedding, ids: ids, dim: c.dim, into: x, on: stream)
+        try mark("embedding")
         for (l, layer) in weights.layers.enumerated() {
-            try linear(layer.qkv, .rmsNorm(x, layer.attentionNorm, eps), tokens: tokens, into: qkv)
-            if let bias = layer.qkvBias { try ops.biasAdd(qkv, bias: bias, on: stream) }
+            try linear(layer.qkv, .qkv, .rmsNorm(x, layer.attentionNorm, eps), tokens: tokens, into: qkv)
+            if let bias = layer.qkvBias {
+                try ops.biasAdd(qkv, bias: bias, on: stream)
+                try mark("qkv.bias")
+            }
             try rope(qkv: qkv, positions: positions, slots: slots, cos: cosTable, sin: sinTable,
                      adjacentPairs: c.ropeConvention == .adjacentPairs, qHeads: c.headCount, rotateKeys: weights.rotatesKeys,
                      cache: caches[l], qOut: q, on: stream)
+            try mark("rope_kv_write")
             try attend(q, cache: caches[l], tables: tables, lengths: lengths, tileList: tileList, tokens: tokens,
                        maxLength: maxLength, into: attended)
-            try linear(layer.attentionOutput, .plain(attended), tokens: tokens, into: projected)
+            try mark("attention")
+            try linear(layer.attentionOutput, .o, .plain(attended), tokens: tokens, into: projected)
             try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
-            try linear(layer.gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
-            try linear(layer.down, .swiGLU(gateUp), tokens: tokens, into: projected)
+            try mark("residual_add")
+            try linear(layer.gateUp, .gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
+            try linear(layer.down, .down, .swiGLU(gateUp), tokens: tokens, into: projected)
             try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
+            try mark("residual_add")
         }
         guard logitRows > 0, producesLogits else { return }
         let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
         try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
+        try mark("final_norm")
         try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)
+        try mark("lm_head")
     }
 
     /// Under tensor parallelism, sums a row-parallel linear's partial output over the ranks, in
@@ -339,6 +378,7 @@ public final class GPUModelRunner: ModelRunner {
     private func sumOverRanks(_ partial: DeviceBuffer<BFloat16>) throws {
         guard let tp = tensorParallelRank else { return }
         try tp.group.allReduceSum(partial.pointer, count: partial.count, type: .bfloat16, rank: tp.rank, on: stream)
+        try mark("all_reduce")
     }
 
     /// Checks the step and writes its integer inputs into `staging`, then uploads them:
@@ -446,7 +486,19 @@ public final class GPUModelRunner: ModelRunner {
         case plain(DeviceBuffer<BFloat16>)
     }
 
-    private func linear(_ linear: GPULinear, _ input: LinearInput, tokens: Int, into y: DeviceBuffer<BFloat16>) throws {
+    /// Which linear of the layer, for the profile's labels.
+    enum LinearRole {
+        case qkv, o, gateUp, down
+        /// The kernel that makes its input (FMPQ: fused with the quantization), and its GEMM.
+        var inputLabel: String {
+            switch self { case .qkv: "qkv.input"; case .o: "o.input"; case .gateUp: "gate_up.input"; case .down: "down.input" }
+        }
+        var gemmLabel: String {
+            switch self { case .qkv: "qkv.gemm"; case .o: "o.gemm"; case .gateUp: "gate_up.gemm"; case .down: "down.gemm" }
+        }
+    }
+
+    private func linear(_ linear: GPULinear, _ role: LinearRole, _ input: LinearInput, tokens: Int, into y: DeviceBuffer<BFloat16>) throws {
         let s = scratch
         switch linear {
         case let .w4ax(w, permutation):
@@ -456,13 +508,17 @@ public final class GPUModelRunner: ModelRunner {
                     layout: layout, tokens: tokens, codes: s.int8.prefix(W4AxTiledActivations.codeCount(layout, tokens: tokens)),
                     scales: s.blockScales.prefix(W4AxTiledActivations.scaleCount(layout, tokens: tokens)))
                 try quantizeInput(input, permutation: permutation, into: a)
+                try mark(role.inputLabel)
                 try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
+                try mark(role.gemmLabel)
             } else {
                 let a = try W4AxActivations(
                     layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
                     int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
                 try quantizeInput(input, permutation: permutation, into: a)
+                try mark(role.inputLabel)
                 try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
+                try mark(role.gemmLabel)
             }
         case let .bf16(w, outputs, inputs):
             let x: DeviceBuffer<BFloat16>
@@ -475,8 +531,10 @@ public final class GPUModelRunner: ModelRunner {
                 try ops.swiGLU(gateUp, hidden: inputs, into: x, on: stream)
             case let .plain(input): x = input
             }
+            try mark(role.inputLabel)
             try plan(m: tokens, n: outputs, k: inputs, float32Output: false)
                 .run(algorithm: 0, x: x.pointer, w: w.pointer, y: y.pointer, workspace: blasWorkspace.pointer, on: stream)
+            try mark(role.gemmLabel)
         }
     }
 

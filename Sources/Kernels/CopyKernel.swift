@@ -22,3 +22,17 @@ public struct CopyKernel: Sendable {
         try function.launch(grid: Dim3(grid), block: Dim3(Self.threads), on: stream, source.pointer, destination.pointer, UInt64(bytes))
     }
 }
+
+/// `hold_stream` of copy.cu: a single thread that keeps a stream busy for a while (profiling).
+public struct StreamHoldKernel: Sendable {
+    let function: KernelFunction
+
+    public init(library: KernelLibrary) throws {
+        function = try library.function("hold_stream", in: "copy.cu")
+    }
+
+    /// Queues a kernel that returns `milliseconds` after it starts.
+    public func hold(milliseconds: Double, on stream: CUDAStream) throws {
+        try function.launch(grid: Dim3(1), block: Dim3(1), on: stream, UInt64(max(0, milliseconds) * 1e6))
+    }
+}

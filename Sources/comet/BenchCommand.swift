@@ -269,6 +269,9 @@ struct Bench: ParsableCommand {
         @Option(help: "Timed steps per batch size.")
         var steps = 16
 
+        @Flag(help: "After timing, run one more step eagerly with an event after every kernel and print where its GPU time goes (one GPU).")
+        var profile = false
+
         @Flag(help: "Time W4AxKV4 only (no bf16 baseline).")
         var noBaseline = false
 
@@ -301,7 +304,7 @@ struct Bench: ParsableCommand {
                 let library = libraries[0]
                 let bench = DecodeBenchmark(libraries: libraries, search: gpu.librarySearch)
                 let rows = try bench.run(model: synthetic, config: config!, batches: batches, length: length, steps: steps,
-                                         baseline: !noBaseline) { print($0) }
+                                         baseline: !noBaseline, profile: profile) { print($0) }
                 print("\(library.context.device.name), decode step = ids/tables upload + all layers + LM head + greedy argmax on the GPU + ids to the host")
                 print(DecodeBenchmark.table(rows))
                 return rows
