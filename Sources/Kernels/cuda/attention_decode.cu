@@ -357,18 +357,6 @@ COMET_DEVICE uint32_t pack_half2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// cp.async: 16 bytes global -> shared, the bytes past `src_bytes` (0..16) zero-filled; and 4
-// bytes (the .ca form: .cg takes only 16). Completion is tracked per thread in commit groups.
-COMET_DEVICE void cp_async_16(void* smem, const void* gmem, int src_bytes) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-COMET_DEVICE void cp_async_4(void* smem, const void* gmem, int src_bytes) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-COMET_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int PENDING> COMET_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
 
 // One 16-token block of one KV head staged in shared memory by cp.async (a warp's private ring
 // of these is its pipeline): K rows [16][D/2], V rows [16][D/2], K and V (scale, zero) [16].

@@ -19,6 +19,20 @@ COMET_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // -infinity (NVRTC has no math.h, hence no INFINITY).
 COMET_DEVICE float negative_infinity() { return __int_as_float(0xff800000); }
 
+// cp.async: 16 bytes global -> shared, the bytes past `src_bytes` (0..16) zero-filled; and 4
+// bytes (the .ca form: .cg takes only 16). Completion is tracked per thread in commit groups;
+// shared by every kernel that stages global memory through shared memory.
+COMET_DEVICE void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+COMET_DEVICE void cp_async_4(void* smem, const void* gmem, int src_bytes) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+COMET_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int PENDING> COMET_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
+
 // Reductions across the 32 lanes of a warp; every lane gets the result.
 COMET_DEVICE float warp_max(float v) {
 #pragma unroll

@@ -46,22 +46,6 @@ constexpr int AM_STAGES = 3;
 constexpr int AM_W_BYTES = 8192, AM_A_BYTES = 16384, AM_SW_BYTES = 256, AM_SA_BYTES = 512;
 constexpr int AM_STAGE_BYTES = AM_W_BYTES + AM_A_BYTES + AM_SW_BYTES + AM_SA_BYTES;
 
-COMET_DEVICE uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared; zero-filled when !valid (rows past M, tiles past N).
-COMET_DEVICE void copy16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-
-COMET_DEVICE void copy4(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(dst)), "l"(src), "r"(valid ? 4 : 0));
-}
-
-COMET_DEVICE void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int PENDING>
-COMET_DEVICE void copy_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
-
 COMET_DEVICE void mma_s8_k32(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
@@ -108,16 +92,16 @@ COMET_DEVICE void load_stage(const AmpereTile& T, uint8_t* stage, int kb) {
     for (int i = tid; i < AM_W_BYTES / 16; i += AM_THREADS) {
         const int tile = T.tile0 + i / 64;
         const bool ok = tile < T.tiles;
-        copy16(stage + i * 16, T.W + ((size_t(kb) * T.tiles + (ok ? tile : 0)) * 64 + i % 64) * 16, ok);
+        cp_async_16(stage + i * 16, T.W + ((size_t(kb) * T.tiles + (ok ? tile : 0)) * 64 + i % 64) * 16, ok ? 16 : 0);
     }
     if (tid < AM_SW_BYTES / 16) {
         const int tile = T.tile0 + tid / 2;
         const bool ok = tile < T.tiles;
-        copy16(sw + tid * 16, T.scale_w + (size_t(kb) * T.tiles + (ok ? tile : 0)) * 16 + (tid % 2) * 8, ok);
+        cp_async_16(sw + tid * 16, T.scale_w + (size_t(kb) * T.tiles + (ok ? tile : 0)) * 16 + (tid % 2) * 8, ok ? 16 : 0);
     }
     if (tid < AM_TILE) {
         const bool ok = T.m0 + tid < T.M;
-        copy4(sa + tid, T.scale_a + size_t(ok ? T.m0 + tid : 0) * T.blocks + kb, ok);
+        cp_async_4(sa + tid, T.scale_a + size_t(ok ? T.m0 + tid : 0) * T.blocks + kb, ok ? 4 : 0);
     }
     uint8_t* a = stage + AM_W_BYTES;
     if (kb >= T.int4_blocks) {
@@ -127,8 +111,8 @@ COMET_DEVICE void load_stage(const AmpereTile& T, uint8_t* stage, int kb) {
         for (int i = tid; i < AM_TILE * 8; i += AM_THREADS) {
             const int r = i / 8, c = i % 8;
             const bool ok = T.m0 + r < T.M;
-            copy16(a + r * 128 + ((c ^ (r % 8)) * 16),
-                   T.a8 + size_t(ok ? T.m0 + r : 0) * T.row8 + size_t(kb - T.int4_blocks) * 128 + c * 16, ok);
+            cp_async_16(a + r * 128 + ((c ^ (r % 8)) * 16),
+                   T.a8 + size_t(ok ? T.m0 + r : 0) * T.row8 + size_t(kb - T.int4_blocks) * 128 + c * 16, ok ? 16 : 0);
         }
     } else {
         // A4: 64-byte rows; a quarter-warp's 8 LDS.128 cover two rows, conflict-free unswizzled.
@@ -136,7 +120,7 @@ COMET_DEVICE void load_stage(const AmpereTile& T, uint8_t* stage, int kb) {
         for (int i = tid; i < AM_TILE * 4; i += AM_THREADS) {
             const int r = i / 4, c = i % 4;
             const bool ok = T.m0 + r < T.M;
-            copy16(a + r * 64 + c * 16, T.a4 + size_t(ok ? T.m0 + r : 0) * T.row4 + size_t(kb) * 64 + c * 16, ok);
+            cp_async_16(a + r * 64 + c * 16, T.a4 + size_t(ok ? T.m0 + r : 0) * T.row4 + size_t(kb) * 64 + c * 16, ok ? 16 : 0);
         }
     }
 }
@@ -219,14 +203,14 @@ COMET_DEVICE void w4ax_mma_sync_large_m(const uint8_t* __restrict__ W, const __h
 #pragma unroll
     for (int s = 0; s < AM_STAGES - 1; ++s) {
         if (kb_begin + s < kb_end) load_stage(T, smem + s * AM_STAGE_BYTES, kb_begin + s);
-        copy_commit();
+        cp_async_commit();
     }
     for (int kb = kb_begin; kb < kb_end; ++kb) {
-        copy_wait<AM_STAGES - 2>();
+        cp_async_wait<AM_STAGES - 2>();
         __syncthreads();  // stage kb is in; every warp is done with the stage reloaded below
         const int next = kb + AM_STAGES - 1;
         if (next < kb_end) load_stage(T, smem + (next - kb_begin) % AM_STAGES * AM_STAGE_BYTES, next);
-        copy_commit();
+        cp_async_commit();
 
         const uint8_t* stage = smem + (kb - kb_begin) % AM_STAGES * AM_STAGE_BYTES;
         const bool is8 = kb >= int4_blocks;
@@ -250,7 +234,7 @@ COMET_DEVICE void w4ax_mma_sync_large_m(const uint8_t* __restrict__ W, const __h
             }
         }
     }
-    copy_wait<0>();
+    cp_async_wait<0>();
 
     // c0, c1: row g, tokens 2t, 2t + 1; c2, c3: row g + 8.
 #pragma unroll
