@@ -41,11 +41,7 @@ public struct GemmBenchmark {
     /// Fraction of K-blocks in INT8 (the paper's average is 16%).
     public let int8Share: Double
     /// Which W4Ax kernel to time: the one the runner picks for each M, or one forced.
-    /// small-m-registers: the small-M kernel without weight staging (for M <= 8, what `auto`
-    /// ran before the staged kernel).
-    public enum Kernel: String, Sendable, CaseIterable {
-        case auto, smallM = "small-m", smallMRegisters = "small-m-registers", largeM = "large-m"
-    }
+    public enum Kernel: String, Sendable, CaseIterable { case auto, smallM = "small-m", largeM = "large-m" }
     public let kernel: Kernel
 
     public init(library: KernelLibrary, cublas: CuBLASLt?, int8Share: Double = 0.16, kernel: Kernel = .auto) {
@@ -77,8 +73,7 @@ public struct GemmBenchmark {
         let x = (0..<m * shape.k).map { _ in Float.random(in: -1...1, using: &random) }
         let quantized = try QuantizedActivations(quantizing: x, tokens: m, layout: layout)
         let y = try context.allocate(BFloat16.self, count: m * shape.n)
-        var gemm = try W4AxGemm(library: library)
-        gemm.stagesSmallMWeights = kernel != .smallMRegisters
+        let gemm = try W4AxGemm(library: library)
         // The kernel the runner would take for this M: small-M (packed) or large-M (tiled).
         let ours: Double
         let tiled = kernel == .largeM || (kernel == .auto && gemm.prefersTiled(tokens: m, layout: layout))

@@ -28,9 +28,8 @@ enum W4AxGemmChecks {
 
     /// Random activations with outlier channels and random weights; M across the m-tile
     /// boundaries, N not a multiple of 16, K with a partial last block.
-    /// Both small-M kernels at M <= 8: weights staged through shared memory, and in registers.
     static let shapes = GPUCheck("w4ax_gemm.shapes") { env in
-        var gemm = try W4AxGemm(library: env.library)
+        let gemm = try W4AxGemm(library: env.library)
         var cases = [
             Case(m: 1, n: 16, k: 128, blockSize: 128, int8Blocks: 0),
             Case(m: 1, n: 512, k: 576, blockSize: 128, int8Blocks: 1),
@@ -49,27 +48,21 @@ enum W4AxGemmChecks {
         ]
         let bs = Bool.random(using: &env.random) ? 64 : 128
         cases.append(.random(m: 1...40, n: 1...300, blockSize: bs, using: &env.random))
-        for staged in [true, false] {
-            gemm.stagesSmallMWeights = staged
-            for c in cases where staged || c.m <= 8 { try check(gemm, c, env: &env) }
-        }
-        return cases.map(\.description).joined(separator: "; ") + " (M <= 8 staged and in registers)"
+        for c in cases { try check(gemm, c, env: &env) }
+        return cases.map(\.description).joined(separator: "; ")
     }
 
     /// All-A4 and all-A8 activations at full scale in every block.
     static let extremes = GPUCheck("w4ax_gemm.extremes") { env in
-        var gemm = try W4AxGemm(library: env.library)
+        let gemm = try W4AxGemm(library: env.library)
         let cases = [
             Case(m: 5, n: 64, k: 1024, blockSize: 128, int8Blocks: 0),
             Case(m: 5, n: 64, k: 1024, blockSize: 128, int8Blocks: 8),
             Case(m: 12, n: 32, k: 512, blockSize: 64, int8Blocks: 8),
-            // Long K: a warp's 28 K-blocks cycle its ring of 8 stages three times.
+            // Long K (70B down's 28,672 channels): 28 K-blocks per warp.
             Case(m: 1, n: 4104, k: 28672, blockSize: 128, int8Blocks: 37),
         ]
-        for staged in [true, false] {
-            gemm.stagesSmallMWeights = staged
-            for c in cases { try check(gemm, c, env: &env) }
-        }
+        for c in cases { try check(gemm, c, env: &env) }
         return cases.map(\.description).joined(separator: "; ")
     }
 

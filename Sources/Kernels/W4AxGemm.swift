@@ -10,12 +10,6 @@ import Quant
 public struct W4AxGemm: Sendable {
     struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int }
     let functions: KernelVariants<Variant>
-    /// w4ax_small_m_staged_bs128_nt{1,2}: the small-M kernel for one m-tile with the weights
-    /// staged through shared memory by cp.async (w4ax_gemm.cu), by n-tiles per warp.
-    let staged: [Int: KernelFunction]
-    /// Whether M <= 8 with 128-channel blocks takes the staged kernel (false: the register-pipelined
-    /// one, kept for comparison: `bench gemm --kernel small-m-registers`).
-    public var stagesSmallMWeights = true
     let multiprocessors: Int
     /// The large-M kernel, where the GPU has wgmma (sm_90a).
     let largeM: KernelFunction?
@@ -29,10 +23,6 @@ public struct W4AxGemm: Sendable {
     /// activation codes, 256 bytes of weight and 512 of activation scales (w4ax_gemm_sm80.cu).
     static let mmaSyncLargeMSharedBytes = 3 * (8192 + 16384 + 256 + 512)
 
-    /// Dynamic shared memory of the staged small-M kernel: per warp W4AX_RING_KIB (8) KiB of
-    /// weight records of 1 KiB codes + 32 bytes of scales; three blocks fit an SM.
-    static let stagedSharedBytes = 8 * 8 * (1024 + 32)
-
     /// Shared memory of the large-M kernel: 6 stages of a 16 KiB code tile, 512 bytes of
     /// activation scales, 8 KiB of weights and 256 bytes of their scales; 12 mbarriers; 1 KiB to
     /// align the tiles for the swizzle.
@@ -45,11 +35,6 @@ public struct W4AxGemm: Sendable {
         functions = try KernelVariants(library: library, source: "w4ax_gemm.cu", keys: variants) {
             "w4ax_small_m_bs\($0.blockSize)_mt\($0.mTiles)_nt\($0.nTiles)"
         }
-        staged = try Dictionary(uniqueKeysWithValues: [1, 2].map { nt in
-            let function = try library.function("w4ax_small_m_staged_bs128_nt\(nt)", in: "w4ax_gemm.cu")
-            try function.setMaxDynamicSharedMemory(Self.stagedSharedBytes)
-            return (nt, function)
-        })
         multiprocessors = library.context.device.multiprocessorCount
         if library.arch == "sm_90a" {
             let function = try library.function("w4ax_large_m_bs128", in: "w4ax_gemm_sm90.cu")
@@ -152,11 +137,10 @@ public struct W4AxGemm: Sendable {
             return
         }
         let mt = Self.mTiles(forTokens: a.tokens), nt = nTiles(forTiles: tiles)
-        let stages = stagesSmallMWeights && mt == 1 && a.layout.blockSize == 128
-        let function = stages ? staged[nt]! : functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt)]
+        let function = functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt)]
         let grid = Dim3((tiles + nt - 1) / nt, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
         try function.launch(
-            grid: grid, block: Dim3(256), sharedMemoryBytes: stages ? Self.stagedSharedBytes : 0, on: stream,
+            grid: grid, block: Dim3(256), on: stream,
             packed.pointer, scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,
             Int32(a.tokens), Int32(outputs), Int32(a.layout.int4Blocks), Int32(a.layout.int8Blocks))
     }

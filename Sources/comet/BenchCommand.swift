@@ -78,7 +78,7 @@ struct Bench: ParsableCommand {
         @Flag(help: "Time ours only (no cuBLASLt).")
         var noBaseline = false
 
-        @Option(help: "W4Ax kernel: auto (what the runner picks for each M), small-m (mma.sync, packed activations; weights staged by cp.async at M <= 8), small-m-registers (the same without staging) or large-m (wgmma, tiled activations, split-K; sm_90a).")
+        @Option(help: "W4Ax kernel: auto (what the runner picks for each M), small-m (mma.sync, packed activations) or large-m (wgmma, tiled activations, split-K; sm_90a).")
         var kernel = "auto"
 
         @Option(help: "Also write the rows as JSON to this file.")
@@ -94,7 +94,7 @@ struct Bench: ParsableCommand {
             else { throw ValidationError("--m takes positive token counts up to 65536, e.g. 1,16,1024") }
             guard ["8b", "70b", "all"].contains(models) else { throw ValidationError("--models is 8b, 70b or all") }
             guard (0...1).contains(int8Share) else { throw ValidationError("--int8-share is between 0 and 1") }
-            guard GemmBenchmark.Kernel(rawValue: kernel) != nil else { throw ValidationError("--kernel is auto, small-m, small-m-registers or large-m") }
+            guard GemmBenchmark.Kernel(rawValue: kernel) != nil else { throw ValidationError("--kernel is auto, small-m or large-m") }
             if let layers, !layers.split(separator: ",").allSatisfy({ ["qkv", "o", "gate_up", "down"].contains(String($0)) }) {
                 throw ValidationError("--layers takes qkv, o, gate_up and down")
             }

@@ -73,11 +73,6 @@ struct W4AxGroup {
     float swv[G][NT][2], sav[G][MT][2];
 
     COMET_DEVICE void load(const W4AxLane& L, int kb0) {
-        load_weights(L, kb0);
-        load_activations(L, kb0);
-    }
-
-    COMET_DEVICE void load_weights(const W4AxLane& L, int kb0) {
 #pragma unroll
         for (int j = 0; j < G; ++j) {
             const int kb = kb0 + j;
@@ -90,14 +85,6 @@ struct W4AxGroup {
                 swv[j][nt][0] = ok ? __half2float(__ldg(L.scale_w + record * 16 + L.g)) : 0.f;
                 swv[j][nt][1] = ok ? __half2float(__ldg(L.scale_w + record * 16 + L.g + 8)) : 0.f;
             }
-        }
-    }
-
-    // The activation codes and scales of the group's blocks (small: mostly L1/L2 hits).
-    COMET_DEVICE void load_activations(const W4AxLane& L, int kb0) {
-#pragma unroll
-        for (int j = 0; j < G; ++j) {
-            const int kb = kb0 + j;
             const float unwiden = kb >= L.int4_blocks ? 1.f / 16.f : 1.f / 256.f;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -177,31 +164,6 @@ struct W4AxGroup {
     }
 };
 
-// The end of both small-M kernels: the 8 warps' partial sums reduced through shared memory and
-// stored as bf16; [warp][slot][lane] keeps the stores conflict-free.
-template <int MT, int NT>
-COMET_DEVICE void w4ax_store(const float (&acc)[NT][MT][4], __nv_bfloat16* __restrict__ Y, int M, int N, int tile0, int m0) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __shared__ float partial[W4AX_WARPS][NT * MT * 4][32];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) partial[warp][(nt * MT + mt) * 4 + i][lane] = acc[nt][mt][i];
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < NT * MT * 4 * 32; idx += W4AX_WARPS * 32) {
-        const int slot = idx / 32, l = idx % 32;
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < W4AX_WARPS; ++w) sum += partial[w][slot][l];
-        const int nt = slot / (MT * 4), mt = slot / 4 % MT, i = slot % 4;
-        const int row = (tile0 + nt) * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
-        const int token = m0 + mt * 8 + 2 * (l & 3) + (i & 1);
-        if (row < N && token < M) Y[size_t(token) * N + row] = __float2bfloat16_rn(sum);
-    }
-}
-
 template <int BS, int MT, int NT, int G, bool PIPELINED>
 COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
@@ -247,7 +209,25 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
         }
     }
 
-    w4ax_store<MT, NT>(acc, Y, M, N, tile0, m0);
+    // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
+    __shared__ float partial[W4AX_WARPS][NT * MT * 4][32];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) partial[warp][(nt * MT + mt) * 4 + i][lane] = acc[nt][mt][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < NT * MT * 4 * 32; idx += W4AX_WARPS * 32) {
+        const int slot = idx / 32, l = idx % 32;
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < W4AX_WARPS; ++w) sum += partial[w][slot][l];
+        const int nt = slot / (MT * 4), mt = slot / 4 % MT, i = slot % 4;
+        const int row = (tile0 + nt) * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
+        const int token = m0 + mt * 8 + 2 * (l & 3) + (i & 1);
+        if (row < N && token < M) Y[size_t(token) * N + row] = __float2bfloat16_rn(sum);
+    }
 }
 
 // One entry point per (block size, m-tiles, n-tiles per warp); the launcher picks MT from M
@@ -272,94 +252,6 @@ W4AX_SMALL_M(64, 4, 1, 2, false)
 W4AX_SMALL_M(64, 1, 2, 2, true)
 W4AX_SMALL_M(64, 2, 2, 4, false)
 W4AX_SMALL_M(64, 4, 2, 2, false)
-
-// The staged small-M kernel: one m-tile (M <= 8), 128-channel blocks. The same work split and
-// arithmetic as w4ax_small_m, but the weights go through shared memory: each warp keeps a private
-// ring of W4AX_RING_KIB / NT K-block records (its NT tiles' 1 KiB of codes and 32 bytes of fp16
-// scales each), filled by cp.async that many blocks ahead, and each lane reads back only the bytes
-// it copied (plus the scales two lanes copied, after __syncwarp). A warp so has 8 KiB in flight
-// without holding it in registers: the register-pipelined kernel holds 2-4 KiB per warp in 122
-// registers (2 blocks per SM), which left M = 1 at 1.3-1.9 TB/s (bench/NOTES.md). The activation
-// codes and scales of the next block are loaded into registers one block ahead.
-constexpr int W4AX_RING_KIB = 8;
-
-template <int NT>
-COMET_DEVICE void w4ax_small_m_staged(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
-                                      const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
-                                      const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
-                                      int M, int N, int int4_blocks, int int8_blocks) {
-    constexpr int BS = 128, CHUNKS = 2, STAGES = W4AX_RING_KIB / NT;
-    constexpr int RECORD = CHUNKS * 32 + 2;  // uint4s per (stage, n-tile): codes, then 16 fp16 scales
-    extern __shared__ uint4 ring[];          // [warp][stage][nt][RECORD]
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int tiles = (N + 15) / 16, tile0 = blockIdx.x * NT, m0 = blockIdx.z * 8;
-    const int blocks = int4_blocks + int8_blocks;
-    const W4AxLane L{W, scale_w, a4, a8, scale_a, M, tiles, tile0, m0, blocks, int4_blocks,
-                     int4_blocks * BS, int8_blocks * BS, lane >> 2, lane & 3, lane};
-    uint4* mine = ring + warp * (STAGES * NT * RECORD);
-    // This warp's K-blocks are warp, warp + 8, ...: the i-th goes to stage i % STAGES.
-    const int count = blocks > warp ? (blocks - warp + W4AX_WARPS - 1) / W4AX_WARPS : 0;
-    auto issue = [&](int i) {
-        if (i < count) {
-            const int kb = warp + i * W4AX_WARPS;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                if (tile0 + nt >= tiles) continue;
-                const size_t record = size_t(kb) * tiles + tile0 + nt;
-                uint4* dst = mine + ((i % STAGES) * NT + nt) * RECORD;
-#pragma unroll
-                for (int c = 0; c < CHUNKS; ++c) cp_async_16(dst + c * 32 + lane, W + (record * CHUNKS + c) * 32 + lane, 16);
-                if (lane < 2) cp_async_16(dst + CHUNKS * 32 + lane, reinterpret_cast<const uint4*>(scale_w + record * 16) + lane, 16);
-            }
-        }
-        cp_async_commit();  // empty groups too: the wait below counts groups
-    };
-
-    float acc[NT][1][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[nt][0][i] = 0.f;
-    for (int i = 0; i < STAGES; ++i) issue(i);
-
-    // One K-block: its weights from the ring (stage i), the next block's activations into `next`.
-    auto step = [&](W4AxGroup<BS, 1, NT, 1>& cur, W4AxGroup<BS, 1, NT, 1>& next, int i) {
-        const int kb = warp + i * W4AX_WARPS;
-        if (i + 1 < count) next.load_activations(L, kb + W4AX_WARPS);
-        cp_async_wait<STAGES - 1>();  // STAGES + i groups issued: stage i's has landed
-        __syncwarp();
-        const uint4* src = mine + (i % STAGES) * NT * RECORD;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const bool ok = tile0 + nt < tiles;
-#pragma unroll
-            for (int c = 0; c < CHUNKS; ++c) cur.wv[0][nt][c] = ok ? src[nt * RECORD + c * 32 + lane] : make_uint4(0, 0, 0, 0);
-            const __half* sw = reinterpret_cast<const __half*>(src + nt * RECORD + CHUNKS * 32);
-            cur.swv[0][nt][0] = ok ? __half2float(sw[L.g]) : 0.f;
-            cur.swv[0][nt][1] = ok ? __half2float(sw[L.g + 8]) : 0.f;
-        }
-        __syncwarp();  // every lane has read the stage before it is refilled
-        issue(i + STAGES);
-        cur.compute(L, kb, acc);
-    };
-    W4AxGroup<BS, 1, NT, 1> a, b;
-    if (count > 0) a.load_activations(L, warp);
-    for (int i = 0; i < count; i += 2) {
-        step(a, b, i);
-        if (i + 1 < count) step(b, a, i + 1);
-    }
-    cp_async_wait<0>();
-    w4ax_store<1, NT>(acc, Y, M, N, tile0, m0);
-}
-
-#define W4AX_SMALL_M_STAGED(NT)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32, 3) w4ax_small_m_staged_bs128_nt##NT(          \
-        const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8, const float* scale_a,         \
-        __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) {                                       \
-        w4ax_small_m_staged<NT>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, int8_blocks);                  \
-    }
-W4AX_SMALL_M_STAGED(1)
-W4AX_SMALL_M_STAGED(2)
 
 // The split-K epilogue of both large-M kernels (w4ax_gemm_sm90.cu, w4ax_gemm_sm80.cu), here
 // because this file is loaded on every GPU.
