@@ -296,6 +296,7 @@ struct Bench: ParsableCommand {
             }
             guard steps > 0 else { throw ValidationError("--steps must be positive") }
             guard tensorParallel >= 1 else { throw ValidationError("--tensor-parallel must be at least 1") }
+            if profile && tensorParallel > 1 { throw ValidationError("--profile runs on one GPU (without --tensor-parallel)") }
         }
 
         func run() throws {

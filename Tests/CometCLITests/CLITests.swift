@@ -66,6 +66,7 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
             (["serve", "--tensor-parallel", "2"], "--tensor-parallel needs --backend gpu"),
             (["serve", "--backend", "gpu", "--tensor-parallel", "0"], "--tensor-parallel must be from 1 to 64"),
             (["quantize", "--out", "/nonexistent/x", "--tensor-parallel", "0"], "--tensor-parallel must be from 1 to 64"),
+            (["bench", "decode", "--profile", "--tensor-parallel", "2"], "--profile runs on one GPU"),
             (["quantize", "--out", "/nonexistent/x", "--int8-share-of", "gate=1"], "--int8-share-of"),
             (["quantize", "--out", "/nonexistent/x", "--int8-share-of", "gate_up=1.5"], "--int8-share-of"),
             (["quantize", "--out", "/nonexistent/x", "--int8-share-of", "down=1", "--int8-share-of", "down=0"],
