@@ -47,7 +47,7 @@ public struct DecodeBenchmark {
                 times[quantized] = try time(config: config, quantized: quantized, batches: batches, length: length, steps: steps,
                                             profile: profile)
                 for (batch, result) in zip(batches, times[quantized]!) {
-                    if let p = result.profile { log("\(quantized ? "W4AxKV4" : "bf16") B=\(batch) L=\(length), one eager step:\n\(p.table())") }
+                    if let p = result.profile { log("\(quantized ? "W4AxKV4" : "bf16") B=\(batch) L=\(length), one eager step:\n\(Self.table(p))") }
                 }
             } catch where !quantized {
                 // The bf16 baseline may not fit (70B in bf16 is 141 GB): say so, keep our rows.
@@ -91,6 +91,20 @@ public struct DecodeBenchmark {
             let profiled = profile ? try (runner as? GPUModelRunner)?.profile(sequences(3 + steps)) : nil
             return (ms / Double(steps), profiled)
         }
+    }
+
+    /// A profiled step as `--profile` prints it: label, calls, total and per-call microseconds,
+    /// share of the step, largest first.
+    static func table(_ profile: StepProfile) -> String {
+        let total = max(profile.totalMicroseconds, 1e-9)
+        var lines = [padded("kernel", 20) + padded("calls", 7) + padded("total us", 11) + padded("us/call", 10) + "share"]
+        for e in profile.entries.sorted(by: { $0.microseconds > $1.microseconds }) {
+            lines.append(padded(e.label, 20) + padded("\(e.calls)", 7) + padded(fixed(e.microseconds, 1), 11)
+                         + padded(fixed(e.microseconds / Double(e.calls), 2), 10) + fixed(100 * e.microseconds / total, 1) + "%")
+        }
+        lines.append(padded("step", 27) + fixed(total, 1)
+                     + (profile.hostKeptUp ? "" : "  (the host fell behind the GPU: intervals include launch time)"))
+        return lines.joined(separator: "\n")
     }
 
     public static func table(_ rows: [Row]) -> String {

@@ -250,13 +250,17 @@ public final class GPUModelRunner: ModelRunner {
                        into: scratch.tokens.prefix(logitRows), on: stream)
             try mark("argmax")
         }
-        let hostKeptUp = try !profiler.startHasRun()
-        return try profiler.finish(hostKeptUp: hostKeptUp)
+        return try profiler.finish()
     }
 
     /// Marks the end of `label`'s launches while a step is profiled (nothing otherwise).
     @inline(__always) private func mark(_ label: String) throws {
         if let profiler { try profiler.mark(label, on: stream) }
+    }
+
+    /// `mark` for a linear's kernels: "\(kind).\(part)", built only while profiling.
+    @inline(__always) private func mark(_ slot: LinearSlot, _ part: String) throws {
+        if let profiler { try profiler.mark("\(slot.kindName).\(part)", on: stream) }
     }
 
     /// Whether sampled (non-greedy) steps are sampled on the GPU (DeviceSampler); off, the engine
@@ -354,7 +358,7 @@ public final class GPUModelRunner: ModelRunner {
             try attend(q, cache: caches[l], tables: tables, lengths: lengths, tileList: tileList, tokens: tokens,
                        maxLength: maxLength, into: attended)
             try mark("attention")
-            try linear(layer.attentionOutput, .o, .plain(attended), tokens: tokens, into: projected)
+            try linear(layer.attentionOutput, .attentionOutput, .plain(attended), tokens: tokens, into: projected)
             try sumOverRanks(projected)
             try ops.residualAdd(x, projected, on: stream)
             try mark("residual_add")
@@ -486,19 +490,9 @@ public final class GPUModelRunner: ModelRunner {
         case plain(DeviceBuffer<BFloat16>)
     }
 
-    /// Which linear of the layer, for the profile's labels.
-    enum LinearRole {
-        case qkv, o, gateUp, down
-        /// The kernel that makes its input (FMPQ: fused with the quantization), and its GEMM.
-        var inputLabel: String {
-            switch self { case .qkv: "qkv.input"; case .o: "o.input"; case .gateUp: "gate_up.input"; case .down: "down.input" }
-        }
-        var gemmLabel: String {
-            switch self { case .qkv: "qkv.gemm"; case .o: "o.gemm"; case .gateUp: "gate_up.gemm"; case .down: "down.gemm" }
-        }
-    }
-
-    private func linear(_ linear: GPULinear, _ role: LinearRole, _ input: LinearInput, tokens: Int, into y: DeviceBuffer<BFloat16>) throws {
+    /// `slot` names the linear in a profiled step's labels ("qkv.input": the kernel that makes its
+    /// input, for FMPQ fused with the quantization; "qkv.gemm").
+    private func linear(_ linear: GPULinear, _ slot: LinearSlot, _ input: LinearInput, tokens: Int, into y: DeviceBuffer<BFloat16>) throws {
         let s = scratch
         switch linear {
         case let .w4ax(w, permutation):
@@ -508,17 +502,17 @@ public final class GPUModelRunner: ModelRunner {
                     layout: layout, tokens: tokens, codes: s.int8.prefix(W4AxTiledActivations.codeCount(layout, tokens: tokens)),
                     scales: s.blockScales.prefix(W4AxTiledActivations.scaleCount(layout, tokens: tokens)))
                 try quantizeInput(input, permutation: permutation, into: a)
-                try mark(role.inputLabel)
+                try mark(slot, "input")
                 try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
-                try mark(role.gemmLabel)
+                try mark(slot, "gemm")
             } else {
                 let a = try W4AxActivations(
                     layout: layout, tokens: tokens, int4: s.int4.prefix(tokens * layout.int4Channels / 2),
                     int8: s.int8.prefix(tokens * layout.int8Channels), scales: s.blockScales.prefix(tokens * layout.blockCount))
                 try quantizeInput(input, permutation: permutation, into: a)
-                try mark(role.inputLabel)
+                try mark(slot, "input")
                 try gemm(a, w, into: y, workspace: splitKWorkspace, on: stream)
-                try mark(role.gemmLabel)
+                try mark(slot, "gemm")
             }
         case let .bf16(w, outputs, inputs):
             let x: DeviceBuffer<BFloat16>
@@ -531,10 +525,10 @@ public final class GPUModelRunner: ModelRunner {
                 try ops.swiGLU(gateUp, hidden: inputs, into: x, on: stream)
             case let .plain(input): x = input
             }
-            try mark(role.inputLabel)
+            try mark(slot, "input")
             try plan(m: tokens, n: outputs, k: inputs, float32Output: false)
                 .run(algorithm: 0, x: x.pointer, w: w.pointer, y: y.pointer, workspace: blasWorkspace.pointer, on: stream)
-            try mark(role.gemmLabel)
+            try mark(slot, "gemm")
         }
     }
 
