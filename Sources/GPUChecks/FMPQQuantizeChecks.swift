@@ -38,8 +38,8 @@ enum FMPQQuantizeChecks {
         Case(m: 17, k: 1000, blockSize: 64, int8Blocks: 2, int4Clip: 0.9, rotation: .int4),
         Case(m: 5, k: 576, blockSize: 128, int8Blocks: 0, rotation: .int4),
         Case(m: 3, k: 1100, blockSize: 128, int8Blocks: 3, rotation: .all),  // A8 blocks too; the partial last one not
-        Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // 56 KiB row: opt-in shared memory
-        Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // 112 KiB row (Llama-3-70B FFN)
+        Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // Llama-3-8B down_proj: a row split over 14 blocks
+        Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // Llama-3-70B FFN width, 56 blocks per row
     ]
 
     static let rmsNorm = GPUCheck("fmpq_quantize.rmsnorm") { env in

@@ -12,7 +12,7 @@ public protocol FMPQQuantizeOutput: Sendable {
 /// The kernel arguments of an output: which entry points, how many rows, three buffers.
 public struct FMPQQuantizeTarget: Sendable {
     let tiled: Bool
-    /// Rows written, one block each: the tokens, or the tokens padded to whole tiles.
+    /// Rows written: the tokens, or the tokens padded to whole tiles.
     let rows: Int
     let first: DevicePointer, second: DevicePointer, scales: DevicePointer
 }
@@ -30,18 +30,18 @@ extension W4AxTiledActivations: FMPQQuantizeOutput {
 }
 
 /// The fused activation-quantization kernels of fmpq_quantize.cu, writing either W4Ax GEMM
-/// activation format. Each launch quantizes `output.tokens` rows, one block per row.
+/// activation format. Each launch quantizes `output.tokens` rows, each over `splits` blocks.
 public struct FMPQQuantize: Sendable {
     /// What produces the row that is quantized: the kernel's name prefix.
     enum Operation: String, Sendable, CaseIterable { case rmsNorm = "rmsnorm_quantize", swiGLU = "swiglu_quantize", permute = "permute_quantize" }
     struct Variant: Hashable, Sendable { let operation: Operation, tiled: Bool, blockSize: Int }
     let functions: KernelVariants<Variant>
-    let maxSharedMemory: Int
+    /// Blocks a launch aims for (8 per SM): rows are split into that many blocks where there are
+    /// few rows (decode), each block taking every splits-th K-block of its row.
+    let targetBlocks: Int
 
     public init(library: KernelLibrary) throws {
-        // The opt-in limit covers static and dynamic shared memory together; the kernels'
-        // static arrays are under 1 KiB.
-        maxSharedMemory = library.context.device.maxSharedMemoryPerBlock - 1024
+        targetBlocks = 8 * library.context.device.multiprocessorCount
         let variants = Operation.allCases.flatMap { op in
             [Variant(operation: op, tiled: false, blockSize: 64), Variant(operation: op, tiled: false, blockSize: 128),
              Variant(operation: op, tiled: true, blockSize: 128)]
@@ -49,7 +49,6 @@ public struct FMPQQuantize: Sendable {
         functions = try KernelVariants(library: library, source: "fmpq_quantize.cu", keys: variants) {
             "\($0.operation.rawValue)_\($0.tiled ? "tiled" : "packed")_bs\($0.blockSize)"
         }
-        for function in functions.all { try function.setMaxDynamicSharedMemory(maxSharedMemory) }
     }
 
     /// RMSNorm(x) * gamma, permuted, quantized. x: [tokens, K] bf16; gamma: [K]; permutation: [K].
@@ -59,7 +58,7 @@ public struct FMPQQuantize: Sendable {
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && gamma.count == k && permutation.count == k, "rmsNorm", layout, output.tokens)
-        try launch(.rmsNorm, output, rowFloats: k, on: stream,
+        try launch(.rmsNorm, output, on: stream,
                    x.pointer, gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
@@ -69,7 +68,7 @@ public struct FMPQQuantize: Sendable {
     ) throws {
         let layout = output.layout, f = layout.inputChannels
         try require(gateUp.count == output.tokens * 2 * f && permutation.count == f, "swiGLU", layout, output.tokens)
-        try launch(.swiGLU, output, rowFloats: f, on: stream,
+        try launch(.swiGLU, output, on: stream,
                    gateUp.pointer, permutation.pointer, Int32(f), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
@@ -79,26 +78,27 @@ public struct FMPQQuantize: Sendable {
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && permutation.count == k, "permuted", layout, output.tokens)
-        try launch(.permute, output, rowFloats: k, on: stream,
+        try launch(.permute, output, on: stream,
                    x.pointer, permutation.pointer, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
     /// Launches `op` with `arguments` followed by (tokens, the output's three buffers, the A4
     /// clip, the blocks that may be rotated).
     private func launch<each Argument: BitwiseCopyable>(
-        _ op: Operation, _ output: some FMPQQuantizeOutput, rowFloats: Int, on stream: CUDAStream, _ arguments: repeat each Argument
+        _ op: Operation, _ output: some FMPQQuantizeOutput, on stream: CUDAStream, _ arguments: repeat each Argument
     ) throws {
         guard output.tokens > 0 else { return }
         let target = output.quantizeTarget
-        let shared = rowFloats * MemoryLayout<Float>.size
-        guard shared <= maxSharedMemory else {
-            throw QuantError.shapeMismatch("\(op): a row of \(rowFloats) channels needs \(shared) bytes of shared memory, over \(maxSharedMemory)")
-        }
         let function = functions[Variant(operation: op, tiled: target.tiled, blockSize: output.layout.blockSize)]
         try function.launch(
-            grid: Dim3(target.rows), block: Dim3(256), sharedMemoryBytes: shared, on: stream,
+            grid: Dim3(target.rows, splits(rows: target.rows, blocks: output.layout.blockCount)), block: Dim3(256), on: stream,
             repeat each arguments, Int32(output.tokens), target.first, target.second, target.scales, output.layout.int4Clip,
             Int32(output.layout.rotationBlocks))
+    }
+
+    /// Blocks per row: enough for `targetBlocks` in all, at most one K-block per warp (8 per block).
+    func splits(rows: Int, blocks: Int) -> Int {
+        max(1, min((blocks + 7) / 8, (targetBlocks + rows - 1) / rows))
     }
 
     private func require(_ condition: Bool, _ op: String, _ layout: FMPQLayout, _ tokens: Int) throws {
