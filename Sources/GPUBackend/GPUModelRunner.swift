@@ -339,14 +339,26 @@ public final class GPUModelRunner: ModelRunner {
         let tables = stagingDevice.slice(4 * tokens + logitRows, count: tokens * maxBlocksPerSequence)
         let tileList = stagingDevice.slice(4 * tokens + logitRows + tokens * maxBlocksPerSequence, count: 2 * tokens)
 
-        let x = s.residual.prefix(tokens * c.dim), projected = s.projected.prefix(tokens * c.dim)
+        // The residual stream alternates between two buffers: each residual add is fused into the
+        // RMSNorm after it, which reads x + projected and writes the sum to the other buffer.
+        var x = s.residual.prefix(tokens * c.dim), spare = s.residualSpare.prefix(tokens * c.dim)
+        let projected = s.projected.prefix(tokens * c.dim)
+        var pendingAdd = false
+        func norm(_ gamma: DeviceBuffer<Float>) -> LinearInput {
+            .rmsNorm(x, gamma, eps, pendingAdd ? FusedResidualAdd(added: projected, sum: spare) : nil)
+        }
+        func addConsumed() {
+            if pendingAdd { swap(&x, &spare) }
+            pendingAdd = false
+        }
         let qkv = s.qkv.prefix(tokens * qkvDim), q = s.q.prefix(tokens * qDim), attended = s.attended.prefix(tokens * qDim)
         let gateUp = s.gateUp.prefix(tokens * 2 * c.ffnDim)
 
         try ops.embeddingGather(table: weights.embedding, ids: ids, dim: c.dim, into: x, on: stream)
         try mark("embedding")
         for (l, layer) in weights.layers.enumerated() {
-            try linear(layer.qkv, .qkv, .rmsNorm(x, layer.attentionNorm, eps), tokens: tokens, into: qkv)
+            try linear(layer.qkv, .qkv, norm(layer.attentionNorm), tokens: tokens, into: qkv)
+            addConsumed()
             if let bias = layer.qkvBias {
                 try ops.biasAdd(qkv, bias: bias, on: stream)
                 try mark("qkv.bias")
@@ -360,11 +372,14 @@ public final class GPUModelRunner: ModelRunner {
             try mark("attention")
             try linear(layer.attentionOutput, .attentionOutput, .plain(attended), tokens: tokens, into: projected)
             try sumOverRanks(projected)
-            try ops.residualAdd(x, projected, on: stream)
-            try mark("residual_add")
-            try linear(layer.gateUp, .gateUp, .rmsNorm(x, layer.ffnNorm, eps), tokens: tokens, into: gateUp)
+            pendingAdd = true
+            try linear(layer.gateUp, .gateUp, norm(layer.ffnNorm), tokens: tokens, into: gateUp)
+            addConsumed()
             try linear(layer.down, .down, .swiGLU(gateUp), tokens: tokens, into: projected)
             try sumOverRanks(projected)
+            pendingAdd = true
+        }
+        if pendingAdd {
             try ops.residualAdd(x, projected, on: stream)
             try mark("residual_add")
         }
@@ -485,7 +500,8 @@ public final class GPUModelRunner: ModelRunner {
 
     /// What feeds a linear: the FMPQ kernels fuse it with the permutation and quantization.
     enum LinearInput {
-        case rmsNorm(DeviceBuffer<BFloat16>, DeviceBuffer<Float>, Float)
+        /// RMSNorm(x) * gamma, or of x + added with the residual add fused.
+        case rmsNorm(DeviceBuffer<BFloat16>, DeviceBuffer<Float>, Float, FusedResidualAdd?)
         case swiGLU(DeviceBuffer<BFloat16>)
         case plain(DeviceBuffer<BFloat16>)
     }
@@ -517,9 +533,9 @@ public final class GPUModelRunner: ModelRunner {
         case let .bf16(w, outputs, inputs):
             let x: DeviceBuffer<BFloat16>
             switch input {
-            case let .rmsNorm(residual, gamma, eps):
+            case let .rmsNorm(residual, gamma, eps, add):
                 x = s.normed.prefix(tokens * inputs)
-                try ops.rmsNorm(residual, rows: s.identityRows.prefix(tokens), gamma: gamma, eps: eps, into: x, on: stream)
+                try ops.rmsNorm(residual, rows: s.identityRows.prefix(tokens), gamma: gamma, eps: eps, adding: add, into: x, on: stream)
             case let .swiGLU(gateUp):
                 x = s.hidden.prefix(tokens * inputs)
                 try ops.swiGLU(gateUp, hidden: inputs, into: x, on: stream)
@@ -535,7 +551,8 @@ public final class GPUModelRunner: ModelRunner {
     /// The FMPQ kernel that produces a linear's input, fused with its permutation and quantization.
     private func quantizeInput(_ input: LinearInput, permutation: DeviceBuffer<Int32>, into a: some FMPQQuantizeOutput) throws {
         switch input {
-        case let .rmsNorm(x, gamma, eps): try quantize.rmsNorm(x, gamma: gamma, eps: eps, permutation: permutation, into: a, on: stream)
+        case let .rmsNorm(x, gamma, eps, add):
+            try quantize.rmsNorm(x, gamma: gamma, eps: eps, permutation: permutation, adding: add, into: a, on: stream)
         case let .swiGLU(gateUp): try quantize.swiGLU(gateUp, permutation: permutation, into: a, on: stream)
         case let .plain(x): try quantize.permuted(x, permutation: permutation, into: a, on: stream)
         }
@@ -552,8 +569,9 @@ public final class GPUModelRunner: ModelRunner {
 
 /// The activations of the largest step, allocated once.
 struct Scratch {
-    /// [T, dim] the residual stream.
-    let residual: DeviceBuffer<BFloat16>
+    /// [T, dim] the residual stream, and its other buffer (residual adds are fused into the next
+    /// RMSNorm, which writes the sum out of place).
+    let residual: DeviceBuffer<BFloat16>, residualSpare: DeviceBuffer<BFloat16>
     /// [T, dim] o and down outputs before the residual add.
     let projected: DeviceBuffer<BFloat16>
     /// [T, (heads + 2 kvHeads) * headDim]
@@ -577,6 +595,7 @@ struct Scratch {
         let c = weights.config
         let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
         residual = try context.allocate(BFloat16.self, count: t * c.dim)
+        residualSpare = try context.allocate(BFloat16.self, count: t * c.dim)
         projected = try context.allocate(BFloat16.self, count: t * c.dim)
         qkv = try context.allocate(BFloat16.self, count: t * (qDim + 2 * kvDim))
         q = try context.allocate(BFloat16.self, count: t * qDim)

@@ -40,6 +40,11 @@ enum FMPQQuantizeChecks {
         Case(m: 3, k: 1100, blockSize: 128, int8Blocks: 3, rotation: .all),  // A8 blocks too; the partial last one not
         Case(m: 3, k: 14336, blockSize: 128, int8Blocks: 18),  // Llama-3-8B down_proj: a row split over 14 blocks
         Case(m: 2, k: 28672, blockSize: 64, int8Blocks: 72),   // Llama-3-70B FFN width, 56 blocks per row
+        // At least one row per SM (132 on Hopper): one block per row, the row staged in shared
+        // memory (56 and 112 KiB: the opt-in limit), and gathered from global memory past it.
+        Case(m: 150, k: 14336, blockSize: 128, int8Blocks: 18, rotation: .int4),
+        Case(m: 133, k: 28672, blockSize: 64, int8Blocks: 72),
+        Case(m: 140, k: 61440, blockSize: 128, int8Blocks: 40),
     ]
 
     static let rmsNorm = GPUCheck("fmpq_quantize.rmsnorm") { env in
@@ -56,8 +61,27 @@ enum FMPQQuantizeChecks {
             try env.stream.synchronize()
             try compare(output.toHost(), expected, c, roundingSlack: true)
             try compareTiled(output, c, env: env) { try kernels.rmsNorm(dx, gamma: dgamma, eps: 1e-5, permutation: dperm, into: $0, on: env.stream) }
+
+            // The residual add fused in: the norm of bf16(x + added), the sum written exactly.
+            let added = bf16Values(c.m * c.k, columns: c.k, using: &env.random)
+            let summed = zip(x, added).map { BFloat16($0 + $1) }
+            let expectedSum = try ActivationQuantization.rmsNorm(
+                summed.map(\.float), tokens: c.m, gamma: gamma, eps: 1e-5, permutation: permutation, layout: layout)
+            let residual = try FusedResidualAdd(added: upload(added.map(BFloat16.init), env), sum: env.context.allocate(BFloat16.self, count: c.m * c.k))
+            try residual.sum.fill(byte: 0xFF, on: env.stream)
+            let fused = try poisoned(layout, tokens: c.m, env: env)
+            try kernels.rmsNorm(dx, gamma: dgamma, eps: 1e-5, permutation: dperm, adding: residual, into: fused, on: env.stream)
+            try env.stream.synchronize()
+            try compare(fused.toHost(), expectedSum, c, roundingSlack: true)
+            let sum = try residual.sum.toArray()
+            if let i = sum.indices.first(where: { sum[$0].bits != summed[$0].bits }) {
+                throw CheckFailure("\(c) with the residual add: sum \(i) = \(sum[i].float), expected \(summed[i].float)")
+            }
+            try compareTiled(fused, c, env: env) {
+                try kernels.rmsNorm(dx, gamma: dgamma, eps: 1e-5, permutation: dperm, adding: residual, into: $0, on: env.stream)
+            }
         }
-        return cases.map(\.description).joined(separator: "; ")
+        return cases.map(\.description).joined(separator: "; ") + "; each also with the residual add fused"
     }
 
     static let swiGLU = GPUCheck("fmpq_quantize.swiglu") { env in

@@ -44,6 +44,20 @@ enum LayerOpsChecks {
             }
             try expectWithinOneULP(try normed.toArray(), expected, "rmsnorm_rows \(rows.count)x\(dim)")
 
+            // The residual add fused into the norm: the same normed rows, and the sum in `sum`'s rows.
+            let residual = FusedResidualAdd(added: try upload(y, context), sum: try context.allocate(BFloat16.self, count: tokens * dim))
+            try residual.sum.fill(byte: 0xFF, on: stream)
+            let fusedNormed = try context.allocate(BFloat16.self, count: rows.count * dim)
+            try ops.rmsNorm(try upload(gathered, context), rows: try upload(rows, context), gamma: try upload(gamma, context), eps: 1e-5,
+                            adding: residual, into: fusedNormed, on: stream)
+            try stream.synchronize()
+            try expectEqual(try fusedNormed.toArray(), try normed.toArray(), "rmsnorm_rows with the residual add \(rows.count)x\(dim)")
+            let sum = try residual.sum.toArray()
+            for r in rows {
+                let range = (Int(r) * dim)..<((Int(r) + 1) * dim)
+                try expectEqual(Array(sum[range]), Array(summed[range]), "rmsnorm_rows' residual sum, row \(r)")
+            }
+
             let f = dim / 2
             let hidden = try context.allocate(BFloat16.self, count: tokens * f)
             try ops.swiGLU(x, hidden: f, into: hidden, on: stream)
@@ -63,7 +77,7 @@ enum LayerOpsChecks {
             try expectEqual(try x.toArray(), summed.enumerated().map { BFloat16($0.element.float + bias[$0.offset % dim]) }, "bias_add")
             covered.append("\(tokens)x\(dim)")
         }
-        return "gather, residual, rmsnorm, swiglu, bias on " + covered.joined(separator: ", ")
+        return "gather, residual, rmsnorm (also with the residual add fused), swiglu, bias on " + covered.joined(separator: ", ")
     }
 
     static func upload<T: BitwiseCopyable>(_ host: [T], _ context: CUDAContext) throws -> DeviceBuffer<T> {

@@ -37,11 +37,17 @@ public struct FMPQQuantize: Sendable {
     struct Variant: Hashable, Sendable { let operation: Operation, tiled: Bool, blockSize: Int }
     let functions: KernelVariants<Variant>
     /// Blocks a launch aims for (8 per SM): rows are split into that many blocks where there are
-    /// few rows (decode), each block taking every splits-th K-block of its row.
-    let targetBlocks: Int
+    /// fewer rows than SMs (decode), each block taking every splits-th K-block of its row.
+    let targetBlocks: Int, multiprocessors: Int
+    /// Dynamic shared memory a block may have: a staged row (one block per row) must fit.
+    let maxSharedMemory: Int
 
     public init(library: KernelLibrary) throws {
-        targetBlocks = 8 * library.context.device.multiprocessorCount
+        multiprocessors = library.context.device.multiprocessorCount
+        targetBlocks = 8 * multiprocessors
+        // The opt-in limit covers static and dynamic shared memory together; the kernels'
+        // static arrays are under 1 KiB.
+        maxSharedMemory = library.context.device.maxSharedMemoryPerBlock - 1024
         let variants = Operation.allCases.flatMap { op in
             [Variant(operation: op, tiled: false, blockSize: 64), Variant(operation: op, tiled: false, blockSize: 128),
              Variant(operation: op, tiled: true, blockSize: 128)]
@@ -49,17 +55,21 @@ public struct FMPQQuantize: Sendable {
         functions = try KernelVariants(library: library, source: "fmpq_quantize.cu", keys: variants) {
             "\($0.operation.rawValue)_\($0.tiled ? "tiled" : "packed")_bs\($0.blockSize)"
         }
+        for function in functions.all { try function.setMaxDynamicSharedMemory(maxSharedMemory) }
     }
 
-    /// RMSNorm(x) * gamma, permuted, quantized. x: [tokens, K] bf16; gamma: [K]; permutation: [K].
+    /// RMSNorm(x) * gamma, permuted, quantized; with `residual`, of x + added, the sum also
+    /// written to the residual's `sum`. x: [tokens, K] bf16; gamma: [K]; permutation: [K].
     public func rmsNorm(
         _ x: DeviceBuffer<BFloat16>, gamma: DeviceBuffer<Float>, eps: Float, permutation: DeviceBuffer<Int32>,
-        into output: some FMPQQuantizeOutput, on stream: CUDAStream
+        adding residual: FusedResidualAdd? = nil, into output: some FMPQQuantizeOutput, on stream: CUDAStream
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && gamma.count == k && permutation.count == k, "rmsNorm", layout, output.tokens)
+        try residual?.check(x)
         try launch(.rmsNorm, output, on: stream,
-                   x.pointer, gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
+                   x.pointer, residual?.added.pointer ?? DevicePointer(0), residual?.sum.pointer ?? DevicePointer(0),
+                   gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
     /// silu(gate) * up, permuted, quantized. gateUp: [tokens, 2F] bf16 (gate first); layout's K is F.
@@ -90,15 +100,20 @@ public struct FMPQQuantize: Sendable {
         guard output.tokens > 0 else { return }
         let target = output.quantizeTarget
         let function = functions[Variant(operation: op, tiled: target.tiled, blockSize: output.layout.blockSize)]
+        let (splits, shared) = plan(rows: target.rows, layout: output.layout)
         try function.launch(
-            grid: Dim3(target.rows, splits(rows: target.rows, blocks: output.layout.blockCount)), block: Dim3(256), on: stream,
+            grid: Dim3(target.rows, splits), block: Dim3(256), sharedMemoryBytes: shared, on: stream,
             repeat each arguments, Int32(output.tokens), target.first, target.second, target.scales, output.layout.int4Clip,
-            Int32(output.layout.rotationBlocks))
+            Int32(output.layout.rotationBlocks), Int32(shared > 0 ? 1 : 0))
     }
 
-    /// Blocks per row: enough for `targetBlocks` in all, at most one K-block per warp (8 per block).
-    func splits(rows: Int, blocks: Int) -> Int {
-        max(1, min((blocks + 7) / 8, (targetBlocks + rows - 1) / rows))
+    /// Blocks per row and the staged row's bytes (0: values gathered from global memory). At
+    /// least one row per SM: one block per row, staged where it fits. Fewer: enough blocks per
+    /// row for `targetBlocks` in all, at most one K-block per warp (8 per block).
+    func plan(rows: Int, layout: FMPQLayout) -> (splits: Int, sharedBytes: Int) {
+        let rowBytes = layout.inputChannels * MemoryLayout<Float>.size
+        if rows >= multiprocessors { return (1, rowBytes <= maxSharedMemory ? rowBytes : 0) }
+        return (max(1, min((layout.blockCount + 7) / 8, (targetBlocks + rows - 1) / rows)), 0)
     }
 
     private func require(_ condition: Bool, _ op: String, _ layout: FMPQLayout, _ tokens: Int) throws {

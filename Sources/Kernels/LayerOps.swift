@@ -37,18 +37,21 @@ public struct LayerOps: Sendable {
                             x.pointer, y.pointer, Int64(x.count))
     }
 
-    /// out[r] = RMSNorm(x[rows[r]]) * gamma. x: [tokens, dim]; out: [rows.count, dim]. Rows must be
-    /// below x's row count (checked by the caller on the host).
+    /// out[r] = RMSNorm(x[rows[r]]) * gamma, or with `residual` RMSNorm(x[rows[r]] + added[rows[r]]),
+    /// the sum also written to the residual's `sum`. x: [tokens, dim]; out: [rows.count, dim]. Rows
+    /// must be below x's row count (checked by the caller on the host).
     public func rmsNorm(
         _ x: DeviceBuffer<BFloat16>, rows: DeviceBuffer<Int32>, gamma: DeviceBuffer<Float>, eps: Float,
-        into out: DeviceBuffer<BFloat16>, on stream: CUDAStream
+        adding residual: FusedResidualAdd? = nil, into out: DeviceBuffer<BFloat16>, on stream: CUDAStream
     ) throws {
         let dim = gamma.count
         try require(dim > 0 && x.count % dim == 0 && out.count == rows.count * dim,
                     "rmsnorm: x \(x.count), \(rows.count) rows, dim \(dim), out \(out.count)")
+        try residual?.check(x)
         guard rows.count > 0 else { return }
         try norm.launch(grid: Dim3(rows.count), block: Dim3(Self.threads), on: stream,
-                        x.pointer, rows.pointer, gamma.pointer, eps, Int32(dim), out.pointer)
+                        x.pointer, residual?.added.pointer ?? DevicePointer(0), residual?.sum.pointer ?? DevicePointer(0),
+                        rows.pointer, gamma.pointer, eps, Int32(dim), out.pointer)
     }
 
     /// out[t, f] = silu(gateUp[t, f]) * gateUp[t, F + f]. gateUp: [tokens, 2F]; out: [tokens, F].
@@ -69,5 +72,25 @@ public struct LayerOps: Sendable {
 
     private func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
         if !condition { throw CUDAError.invalidArgument(message()) }
+    }
+}
+
+/// The residual add that precedes an RMSNorm, fused into the norm's kernel (layer_ops.cu's
+/// `rmsnorm_rows`, fmpq_quantize.cu's `rmsnorm_quantize`): the norm reads x + added, rounded to
+/// bf16 as `LayerOps.residualAdd` rounds it, and writes that sum to `sum`, which must not be x
+/// (the kernels' blocks of one row all read x while one of them writes the sum).
+public struct FusedResidualAdd: Sendable {
+    public let added: DeviceBuffer<BFloat16>
+    public let sum: DeviceBuffer<BFloat16>
+
+    public init(added: DeviceBuffer<BFloat16>, sum: DeviceBuffer<BFloat16>) {
+        self.added = added
+        self.sum = sum
+    }
+
+    func check(_ x: DeviceBuffer<BFloat16>) throws {
+        guard added.count == x.count, sum.count == x.count, sum.pointer != x.pointer else {
+            throw CUDAError.invalidArgument("fused residual add: x \(x.count), added \(added.count), sum \(sum.count) (sum must be another buffer than x)")
+        }
     }
 }

@@ -36,7 +36,7 @@ public struct RoPEKVWrite: Sendable {
                 "rope_kv_write: qkv \(qkv.count), q_out \(qOut.count), \(slots.count) slots, tables \(cos.count)/\(sin.count) for \(tokens) tokens of \(qHeads)+2x\(cache.kvHeads) heads x \(d)")
         }
         try functions[Variant(format: cache.format, headDim: d, adjacentPairs: adjacentPairs)].launch(
-            grid: Dim3(tokens), block: Dim3(256), on: stream,
+            grid: Dim3(tokens, (qHeads + 2 * cache.kvHeads + 7) / 8), block: Dim3(256), on: stream,
             qkv.pointer, positions.pointer, slots.pointer, cos.pointer, sin.pointer, Int32(qHeads), Int32(cache.kvHeads),
             Int32(cache.pageSize), Int32(rotateKeys ? 1 : 0), qOut.pointer, cache.k.pointer, cache.v.pointer, cache.kParams.pointer, cache.vParams.pointer)
     }

@@ -15,12 +15,16 @@
 //
 // Blocks of 256 threads: grid (rows, splits). Block (t, c) quantizes K-blocks c, c + splits, ...
 // of token t, one K-block per warp at a time, one BS/32-value slice per lane, with a
-// warp-shuffle absmax; each value is computed where it is gathered (x[perm[p]], from L1/L2),
-// and RMSNorm's sum of squares is taken over the whole row by every block of the token (the same
-// order in each, so every block has the same scale). With one block per token, a decode step's
-// single token left one SM working through 112 K-blocks of down_proj's input: 34 us of a 6 ms
-// step on an H100 (`bench decode --profile`); the launcher splits rows so that a step has some
-// thousand blocks. The paper measured 0.7% of run time for this fused permutation.
+// warp-shuffle absmax. Two ways to feed the permutation's gathers (`stage_row`):
+//  - few rows (decode), split over blocks: each value is computed where it is gathered
+//    (x[perm[p]], from L1/L2), and RMSNorm's sum of squares is taken over the whole row by every
+//    block of the token (the same order in each, so every block has the same scale). One block
+//    per token had left a decode token's down_proj input (112 K-blocks) to one SM: 34 us of a
+//    6 ms step on an H100 (`bench decode --profile`).
+//  - many rows (at least one per SM), one block each: the row's inputs are computed once into
+//    shared memory (fp32) and gathered from there; gathering 2-byte values from global memory
+//    made SwiGLU's input (two 28 KiB rows per token) 1.3x slower at 256 tokens.
+// The paper measured 0.7% of run time for this fused permutation.
 #include "common.cuh"
 #include <cuda_bf16.h>
 
@@ -122,70 +126,101 @@ COMET_DEVICE float block_sum(float v, float* scratch) {
 
 // The three producers. Blocks (t, *) quantize token t; tokens past `tokens` (the tiled format's
 // padding rows) are quantized as zeros.
+// RMSNorm's input is x, or with `added` the residual add that precedes the norm, fused:
+// h = bf16(x + added), rounded as layer_ops.cu's residual_add rounds it, written to `sum_out`
+// (the residual stream's other buffer: blocks (t, *) all read x while block (t, 0) writes h).
 template <int BS, typename Output>
-COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma,
+COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ added,
+                                   __nv_bfloat16* __restrict__ sum_out, const float* __restrict__ gamma,
                                    const int32_t* __restrict__ perm, float eps, int K, int int4_blocks,
-                                   int int8_blocks, int tokens, float a4_clip, int rotated_blocks, const Output& out) {
+                                   int int8_blocks, int tokens, float a4_clip, int rotated_blocks, int stage_row,
+                                   const Output& out) {
+    extern __shared__ float staged[];  // [K] with stage_row
     __shared__ float scratch[QUANT_THREADS / 32];
     const int t = blockIdx.x;
     const bool real = t < tokens;
-    const __nv_bfloat16* row = x + size_t(real ? t : 0) * K;
+    const size_t offset = size_t(real ? t : 0) * K;
+    const __nv_bfloat16* row = x + offset;
+    const __nv_bfloat16* added_row = added ? added + offset : nullptr;
+    __nv_bfloat16* sum_row = sum_out && real && blockIdx.y == 0 ? sum_out + offset : nullptr;
+    const auto input = [&](int k) {
+        const float v = __bfloat162float(row[k]);
+        return added_row ? __bfloat162float(__float2bfloat16_rn(v + __bfloat162float(added_row[k]))) : v;
+    };
     float squares = 0.f;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
-        const float v = real ? __bfloat162float(row[k]) : 0.f;
+        const float v = real ? input(k) : 0.f;
+        if (sum_row) sum_row[k] = __float2bfloat16_rn(v);
+        if (stage_row) staged[k] = v;
         squares += v * v;
     }
-    const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);
-    quantize_row<BS>([&](int p) { return p < K && real ? __bfloat162float(row[perm[p]]) * inv * gamma[perm[p]] : 0.f; },
-                     t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
+    const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);  // block_sum synchronizes
+    quantize_row<BS>([&](int p) {
+        if (p >= K || !real) return 0.f;
+        const int k = perm[p];
+        return (stage_row ? staged[k] : input(k)) * inv * gamma[k];
+    }, t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, const int32_t* __restrict__ perm,
                                   int F, int int4_blocks, int int8_blocks, int tokens, float a4_clip, int rotated_blocks,
-                                  const Output& out) {
+                                  int stage_row, const Output& out) {
+    extern __shared__ float staged[];  // [F] with stage_row
     const int t = blockIdx.x;
     const bool real = t < tokens;
     const __nv_bfloat16* row = gate_up + size_t(real ? t : 0) * 2 * F;
-    quantize_row<BS>([&](int p) {
-        if (p >= F || !real) return 0.f;
-        const float gate = __bfloat162float(row[perm[p]]), up = __bfloat162float(row[F + perm[p]]);
+    const auto input = [&](int k) {
+        const float gate = __bfloat162float(row[k]), up = __bfloat162float(row[F + k]);
         return gate / (1.f + expf(-gate)) * up;
-    }, t, F, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
+    };
+    if (stage_row) {
+        for (int k = threadIdx.x; k < F; k += QUANT_THREADS) staged[k] = real ? input(k) : 0.f;
+        __syncthreads();
+    }
+    quantize_row<BS>([&](int p) { return p < F && real ? (stage_row ? staged[perm[p]] : input(perm[p])) : 0.f; },
+                     t, F, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 template <int BS, typename Output>
 COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ perm,
                                    int K, int int4_blocks, int int8_blocks, int tokens, float a4_clip, int rotated_blocks,
-                                   const Output& out) {
+                                   int stage_row, const Output& out) {
+    extern __shared__ float staged[];  // [K] with stage_row
     const int t = blockIdx.x;
     const bool real = t < tokens;
     const __nv_bfloat16* row = x + size_t(real ? t : 0) * K;
-    quantize_row<BS>([&](int p) { return p < K && real ? __bfloat162float(row[perm[p]]) : 0.f; },
+    if (stage_row) {
+        for (int k = threadIdx.x; k < K; k += QUANT_THREADS) staged[k] = real ? __bfloat162float(row[k]) : 0.f;
+        __syncthreads();
+    }
+    quantize_row<BS>([&](int p) { return p < K && real ? (stage_row ? staged[perm[p]] : __bfloat162float(row[perm[p]])) : 0.f; },
                      t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
 // Entry points. Packed: (a4, a8, scales), blocks (token, *). Tiled: (codes, unused, scales),
-// blocks (row of the padded tiles, *). Both take the same arguments so the launcher is one.
+// blocks (row of the padded tiles, *); with stage_row, K floats of dynamic shared memory. Both
+// take the same arguments so the launcher is one.
 #define FMPQ_OUTPUT_packed(BS) \
     PackedActivations{a4, a8, scale_a, int4_blocks, int4_blocks + int8_blocks, int4_blocks * BS, int8_blocks * BS}
 #define FMPQ_OUTPUT_tiled(BS) TiledActivations{reinterpret_cast<int8_t*>(a4), scale_a, int4_blocks + int8_blocks}
 
 #define FMPQ_QUANTIZE_ENTRIES(BS, FORMAT)                                                                     \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quantize_##FORMAT##_bs##BS(         \
-        const __nv_bfloat16* x, const float* gamma, const int32_t* perm, float eps, int K, int int4_blocks,  \
-        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {\
-        rmsnorm_quantize<BS>(x, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
+        const __nv_bfloat16* x, const __nv_bfloat16* added, __nv_bfloat16* sum_out, const float* gamma,     \
+        const int32_t* perm, float eps, int K, int int4_blocks,                                              \
+        int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {\
+        rmsnorm_quantize<BS>(x, added, sum_out, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_##FORMAT##_bs##BS(          \
         const __nv_bfloat16* gate_up, const int32_t* perm, int F, int int4_blocks, int int8_blocks,         \
-        int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {                 \
-        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
+        int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {                 \
+        swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, int tokens,   \
-        uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks) {                             \
-        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, FMPQ_OUTPUT_##FORMAT(BS)); \
+        uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {                             \
+        permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }
 FMPQ_QUANTIZE_ENTRIES(128, packed)
 FMPQ_QUANTIZE_ENTRIES(64, packed)

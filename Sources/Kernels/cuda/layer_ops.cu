@@ -37,17 +37,26 @@ residual_add(__nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
     reinterpret_cast<BF16x8*>(x)[i] = a;
 }
 
-// out[r, :] = x[rows[r], :] / rms(x[rows[r], :]) * gamma, rms = sqrt(mean(x^2) + eps).
+// out[r, :] = h / rms(h) * gamma, rms = sqrt(mean(h^2) + eps), for h = x[rows[r], :].
 // `rows` picks which tokens get normed (the LM head needs only each sequence's last token).
+// With `added`, the residual add before the norm is fused: h = bf16(x + added) (as residual_add
+// rounds it), also written to sum_out[rows[r], :], the residual stream's other buffer.
 extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
-rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ rows, const float* __restrict__ gamma,
+rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ added,
+             __nv_bfloat16* __restrict__ sum_out, const int32_t* __restrict__ rows, const float* __restrict__ gamma,
              float eps, int dim, __nv_bfloat16* __restrict__ out) {
     __shared__ float partial[LAYER_THREADS / 32];
     const int r = blockIdx.x;
-    const __nv_bfloat16* row = x + size_t(rows[r]) * dim;
+    const size_t offset = size_t(rows[r]) * dim;
+    const __nv_bfloat16* row = x + offset;
+    const auto input = [&](int k) {
+        const float v = __bfloat162float(row[k]);
+        return added ? __bfloat162float(__float2bfloat16_rn(v + __bfloat162float(added[offset + k]))) : v;
+    };
     float squares = 0.f;
     for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
-        const float v = __bfloat162float(row[k]);
+        const float v = input(k);
+        if (sum_out) sum_out[offset + k] = __float2bfloat16_rn(v);
         squares += v * v;
     }
     squares = warp_sum(squares);
@@ -58,7 +67,7 @@ rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ ro
     for (int w = 0; w < LAYER_THREADS / 32; ++w) total += partial[w];
     const float inverse = 1.f / sqrtf(total / float(dim) + eps);
     for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
-        out[size_t(r) * dim + k] = __float2bfloat16_rn(__bfloat162float(row[k]) * inverse * gamma[k]);
+        out[size_t(r) * dim + k] = __float2bfloat16_rn(input(k) * inverse * gamma[k]);
     }
 }
 
