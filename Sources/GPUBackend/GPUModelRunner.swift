@@ -290,9 +290,19 @@ public final class GPUModelRunner: ModelRunner {
     public var usesGraphs = true
     /// Batch sizes with a graph; larger decode steps, and prefill, run eagerly.
     static let graphBuckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
-    private var graphs: [Int: CUDAGraphExec] = [:]
+    /// A graph per batch bucket and context-length bucket: attention's split over the context is
+    /// fixed at capture, and sized for the whole context it would launch CTAs for positions no
+    /// sequence has yet (at 8K context and 1K-token sequences, 7 of 8 of them).
+    struct GraphKey: Hashable { let sequences: Int, length: Int }
+    /// Length buckets: powers of two from 256, the last one the context length.
+    static func lengthBucket(_ length: Int, contextLength: Int) -> Int {
+        var bucket = 256
+        while bucket < length { bucket *= 2 }
+        return min(bucket, contextLength)
+    }
+    private var graphs: [GraphKey: CUDAGraphExec] = [:]
     /// Buckets that ran once eagerly (cuBLASLt plans made, kernels loaded): the next one is captured.
-    private var warmedBuckets: Set<Int> = []
+    private var warmedBuckets: Set<GraphKey> = []
 
     /// Queues the whole step up to the fp32 logits of the rows that need them (in `scratch.logits`,
     /// the first rows in step order); returns that row count.
@@ -301,22 +311,24 @@ public final class GPUModelRunner: ModelRunner {
            let bucket = Self.graphBuckets.first(where: { $0 >= step.count }), bucket <= maxStepSequences {
             let dummy = StepSequence(tokens: [0], firstPosition: 0, blockTable: [Int32(kvBlockCount)], needsLogits: true)
             _ = try stage(step + Array(repeating: dummy, count: bucket - step.count), checked: step.count)
-            if let graph = graphs[bucket] {
+            let longest = step.reduce(1) { max($0, $1.firstPosition + 1) }
+            let key = GraphKey(sequences: bucket, length: Self.lengthBucket(longest, contextLength: contextLength))
+            if let graph = graphs[key] {
                 try graph.launch(on: stream)
-            } else if warmedBuckets.contains(bucket) {
+            } else if warmedBuckets.contains(key) {
                 try stream.beginCapture()
                 do {
-                    try enqueue(tokens: bucket, logitRows: bucket, maxLength: contextLength)
+                    try enqueue(tokens: bucket, logitRows: bucket, maxLength: key.length)
                 } catch {
                     _ = try? stream.endCapture()
                     throw error
                 }
                 let graph = try stream.endCapture().instantiate()
-                graphs[bucket] = graph
+                graphs[key] = graph
                 try graph.launch(on: stream)
             } else {
-                try enqueue(tokens: bucket, logitRows: bucket, maxLength: contextLength)
-                warmedBuckets.insert(bucket)
+                try enqueue(tokens: bucket, logitRows: bucket, maxLength: key.length)
+                warmedBuckets.insert(key)
             }
             return step.count
         }
