@@ -108,22 +108,13 @@ public struct DecodeBenchmark {
     }
 
     public static func table(_ rows: [Row]) -> String {
-        func f(_ x: Double?, _ digits: Int = 2) -> String {
-            guard let x else { return "-" }
-            var scale = 1.0
-            for _ in 0..<digits { scale *= 10 }
-            return "\((x * scale).rounded() / scale)"
-        }
+        func f(_ x: Double?, _ digits: Int = 2) -> String { x.map { fixed($0, digits) } ?? "-" }
         var lines = ["model      TP  B     L   W4AxKV4 ms  tok/s      bf16 ms  tok/s      speedup"]
         for r in rows {
-            lines.append([r.model.padding(10), "\(r.tensorParallel)".padding(3), "\(r.batch)".padding(5), "\(r.length)".padding(5), f(r.w4axKV4, 3).padding(11),
-                          f(r.w4axTokensPerSecond, 0).padding(10), f(r.bf16, 3).padding(8), f(r.bf16TokensPerSecond, 0).padding(10),
-                          f(r.speedup) + "x"].joined(separator: " "))
+            lines.append([padded(r.model, 10), padded("\(r.tensorParallel)", 3), padded("\(r.batch)", 5), padded("\(r.length)", 5),
+                          padded(f(r.w4axKV4, 3), 11), padded(f(r.w4axTokensPerSecond, 0), 10), padded(f(r.bf16, 3), 8),
+                          padded(f(r.bf16TokensPerSecond, 0), 10), f(r.speedup) + "x"].joined(separator: " "))
         }
         return lines.joined(separator: "\n")
     }
-}
-
-private extension String {
-    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
 }

@@ -391,13 +391,11 @@ public final class GPUModelRunner: ModelRunner {
             try sumOverRanks(projected)
             pendingAdd = true
         }
-        if pendingAdd {
-            try ops.residualAdd(x, projected, on: stream)
-            try mark("residual_add")
-        }
         guard logitRows > 0, producesLogits else { return }
         let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
-        try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps, into: normed, on: stream)
+        // The last residual add only matters for the rows that get logits: fused into their norm.
+        try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps,
+                        adding: pendingAdd ? FusedResidualAdd(added: projected, sum: spare) : nil, into: normed, on: stream)
         try mark("final_norm")
         try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)

@@ -52,7 +52,10 @@ struct GenerationResponder: Sendable {
     ) async throws -> Format.Whole {
         var timing = timing
         var tokens: [GeneratedToken] = []
+        var whole: Format.Whole?
         do {
+            // Read on to the stream's end after `finished`: a stream left between its last event
+            // and its end reads as cancelled to the engine.
             for try await event in events {
                 switch event {
                 case let .tokens(new):
@@ -60,12 +63,14 @@ struct GenerationResponder: Sendable {
                     tokens += new
                 case let .finished(reason, usage):
                     metrics.recordGeneration(usage: usage, timing: timing)
-                    return format.response(text: tokens.map(\.text).joined(), tokens: tokens, finishReason: reason, usage: usage)
+                    whole = format.response(text: tokens.map(\.text).joined(), tokens: tokens, finishReason: reason, usage: usage)
                 }
             }
         } catch {
+            if let whole { return whole }
             throw APIError(engineFailure: error, promptParam: options.promptParam)
         }
+        if let whole { return whole }
         try Task.checkCancellation()
         throw APIError.internalError("the engine ended the generation without finishing it")
     }
@@ -107,6 +112,8 @@ struct GenerationResponder: Sendable {
                 finished = true
             }
         }
+        // The stream ends right after `finished`; leaving it before that reads as cancelled to the engine.
+        if finished { _ = try? await iterator.next() }
         try await writer.write(ServerSentEvent.done)
     }
 }
