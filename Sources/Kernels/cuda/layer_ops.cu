@@ -54,11 +54,10 @@ rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restric
         return added ? __bfloat162float(__float2bfloat16_rn(v + __bfloat162float(added[offset + k]))) : v;
     };
     float squares = 0.f;
-    for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
-        const float v = input(k);
+    for_strided_batched(threadIdx.x, dim, LAYER_THREADS, input, [&](int k, float v) {
         if (sum_out) sum_out[offset + k] = __float2bfloat16_rn(v);
         squares += v * v;
-    }
+    });
     squares = warp_sum(squares);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
     __syncthreads();
@@ -66,9 +65,8 @@ rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restric
 #pragma unroll
     for (int w = 0; w < LAYER_THREADS / 32; ++w) total += partial[w];
     const float inverse = 1.f / sqrtf(total / float(dim) + eps);
-    for (int k = threadIdx.x; k < dim; k += LAYER_THREADS) {
-        out[size_t(r) * dim + k] = __float2bfloat16_rn(input(k) * inverse * gamma[k]);
-    }
+    for_strided_batched(threadIdx.x, dim, LAYER_THREADS, [&](int k) { return input(k) * inverse * gamma[k]; },
+                        [&](int k, float v) { out[size_t(r) * dim + k] = __float2bfloat16_rn(v); });
 }
 
 // out[t, f] = silu(gu[t, f]) * gu[t, F + f]; gu: [tokens, 2F] (gate, then up).
