@@ -356,9 +356,8 @@ public final class GPUModelRunner: ModelRunner {
         var x = s.residual.prefix(tokens * c.dim), spare = s.residualSpare.prefix(tokens * c.dim)
         let projected = s.projected.prefix(tokens * c.dim)
         var pendingAdd = false
-        func norm(_ gamma: DeviceBuffer<Float>) -> LinearInput {
-            .rmsNorm(x, gamma, eps, pendingAdd ? FusedResidualAdd(added: projected, sum: spare) : nil)
-        }
+        func pendingResidual() -> FusedResidualAdd? { pendingAdd ? FusedResidualAdd(added: projected, sum: spare) : nil }
+        func norm(_ gamma: DeviceBuffer<Float>) -> LinearInput { .rmsNorm(x, gamma, eps, pendingResidual()) }
         func addConsumed() {
             if pendingAdd { swap(&x, &spare) }
             pendingAdd = false
@@ -395,7 +394,7 @@ public final class GPUModelRunner: ModelRunner {
         let normed = s.headInput.prefix(logitRows * c.dim), out = s.logits.prefix(logitRows * c.vocabularySize)
         // The last residual add only matters for the rows that get logits: fused into their norm.
         try ops.rmsNorm(x, rows: rows, gamma: weights.outputNorm, eps: eps,
-                        adding: pendingAdd ? FusedResidualAdd(added: projected, sum: spare) : nil, into: normed, on: stream)
+                        adding: pendingResidual(), into: normed, on: stream)
         try mark("final_norm")
         try plan(m: logitRows, n: c.vocabularySize, k: c.dim, float32Output: true)
             .run(algorithm: 0, x: normed.pointer, w: weights.lmHead.pointer, y: out.pointer, workspace: blasWorkspace.pointer, on: stream)

@@ -36,15 +36,15 @@ public struct FMPQQuantize: Sendable {
     enum Operation: String, Sendable, CaseIterable { case rmsNorm = "rmsnorm_quantize", swiGLU = "swiglu_quantize", permute = "permute_quantize" }
     struct Variant: Hashable, Sendable { let operation: Operation, tiled: Bool, blockSize: Int }
     let functions: KernelVariants<Variant>
+    let multiprocessors: Int
     /// Blocks a launch aims for (8 per SM): rows are split into that many blocks where there are
     /// fewer rows than SMs (decode), each block taking every splits-th K-block of its row.
-    let targetBlocks: Int, multiprocessors: Int
+    var targetBlocks: Int { 8 * multiprocessors }
     /// Dynamic shared memory a block may have: a staged row (one block per row) must fit.
     let maxSharedMemory: Int
 
     public init(library: KernelLibrary) throws {
         multiprocessors = library.context.device.multiprocessorCount
-        targetBlocks = 8 * multiprocessors
         // The opt-in limit covers static and dynamic shared memory together; the kernels'
         // static arrays are under 1 KiB.
         maxSharedMemory = library.context.device.maxSharedMemoryPerBlock - 1024
@@ -66,10 +66,9 @@ public struct FMPQQuantize: Sendable {
     ) throws {
         let layout = output.layout, k = layout.inputChannels
         try require(x.count == output.tokens * k && gamma.count == k && permutation.count == k, "rmsNorm", layout, output.tokens)
-        try residual?.check(x)
+        let add = try FusedResidualAdd.kernelPointers(residual, for: x)
         try launch(.rmsNorm, output, on: stream,
-                   x.pointer, residual?.added.pointer ?? DevicePointer(0), residual?.sum.pointer ?? DevicePointer(0),
-                   gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
+                   x.pointer, add.added, add.sum, gamma.pointer, permutation.pointer, eps, Int32(k), Int32(layout.int4Blocks), Int32(layout.int8Blocks))
     }
 
     /// silu(gate) * up, permuted, quantized. gateUp: [tokens, 2F] bf16 (gate first); layout's K is F.

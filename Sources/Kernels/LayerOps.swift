@@ -47,11 +47,10 @@ public struct LayerOps: Sendable {
         let dim = gamma.count
         try require(dim > 0 && x.count % dim == 0 && out.count == rows.count * dim,
                     "rmsnorm: x \(x.count), \(rows.count) rows, dim \(dim), out \(out.count)")
-        try residual?.check(x)
+        let add = try FusedResidualAdd.kernelPointers(residual, for: x)
         guard rows.count > 0 else { return }
         try norm.launch(grid: Dim3(rows.count), block: Dim3(Self.threads), on: stream,
-                        x.pointer, residual?.added.pointer ?? DevicePointer(0), residual?.sum.pointer ?? DevicePointer(0),
-                        rows.pointer, gamma.pointer, eps, Int32(dim), out.pointer)
+                        x.pointer, add.added, add.sum, rows.pointer, gamma.pointer, eps, Int32(dim), out.pointer)
     }
 
     /// out[t, f] = silu(gateUp[t, f]) * gateUp[t, F + f]. gateUp: [tokens, 2F]; out: [tokens, F].
@@ -88,9 +87,13 @@ public struct FusedResidualAdd: Sendable {
         self.sum = sum
     }
 
-    func check(_ x: DeviceBuffer<BFloat16>) throws {
-        guard added.count == x.count, sum.count == x.count, sum.pointer != x.pointer else {
-            throw CUDAError.invalidArgument("fused residual add: x \(x.count), added \(added.count), sum \(sum.count) (sum must be another buffer than x)")
+    /// The kernels' (added, sum) arguments for a norm of x: null pointers without an add. Throws
+    /// where the add's buffers do not match x.
+    static func kernelPointers(_ residual: FusedResidualAdd?, for x: DeviceBuffer<BFloat16>) throws -> (added: DevicePointer, sum: DevicePointer) {
+        guard let r = residual else { return (DevicePointer(0), DevicePointer(0)) }
+        guard r.added.count == x.count, r.sum.count == x.count, r.sum.pointer != x.pointer else {
+            throw CUDAError.invalidArgument("fused residual add: x \(x.count), added \(r.added.count), sum \(r.sum.count) (sum must be another buffer than x)")
         }
+        return (r.added.pointer, r.sum.pointer)
     }
 }
