@@ -58,7 +58,8 @@ public struct LayerOps: Sendable {
         try require(f > 0 && gateUp.count % (2 * f) == 0 && out.count == gateUp.count / 2, "swiglu: gate_up \(gateUp.count), F \(f), out \(out.count)")
         let tokens = out.count / f
         guard tokens > 0 else { return }
-        try swiGLU.launch(grid: Dim3(tokens), block: Dim3(Self.threads), on: stream, gateUp.pointer, Int32(f), out.pointer)
+        try swiGLU.launch(grid: Dim3((out.count + Self.threads - 1) / Self.threads), block: Dim3(Self.threads), on: stream,
+                          gateUp.pointer, Int32(f), Int64(out.count), out.pointer)
     }
 
     /// y[t] += bias. y: [tokens, bias.count].

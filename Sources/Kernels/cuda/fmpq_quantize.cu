@@ -148,12 +148,11 @@ COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const __
         return added_row ? __bfloat162float(__float2bfloat16_rn(v + __bfloat162float(added_row[k]))) : v;
     };
     float squares = 0.f;
-    for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
-        const float v = real ? input(k) : 0.f;
+    for_strided_batched(threadIdx.x, K, QUANT_THREADS, [&](int k) { return real ? input(k) : 0.f; }, [&](int k, float v) {
         if (sum_row) sum_row[k] = __float2bfloat16_rn(v);
         if (stage_row) staged[k] = v;
         squares += v * v;
-    }
+    });
     const float inv = 1.f / sqrtf(block_sum(squares, scratch) / float(K) + eps);  // block_sum synchronizes
     quantize_row<BS>([&](int p) {
         if (p >= K || !real) return 0.f;
@@ -175,7 +174,8 @@ COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, con
         return gate / (1.f + expf(-gate)) * up;
     };
     if (stage_row) {
-        for (int k = threadIdx.x; k < F; k += QUANT_THREADS) staged[k] = real ? input(k) : 0.f;
+        for_strided_batched(threadIdx.x, F, QUANT_THREADS, [&](int k) { return real ? input(k) : 0.f; },
+                            [&](int k, float v) { staged[k] = v; });
         __syncthreads();
     }
     quantize_row<BS>([&](int p) { return p < F && real ? (stage_row ? staged[perm[p]] : input(perm[p])) : 0.f; },
@@ -191,7 +191,8 @@ COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const in
     const bool real = t < tokens;
     const __nv_bfloat16* row = x + size_t(real ? t : 0) * K;
     if (stage_row) {
-        for (int k = threadIdx.x; k < K; k += QUANT_THREADS) staged[k] = real ? __bfloat162float(row[k]) : 0.f;
+        for_strided_batched(threadIdx.x, K, QUANT_THREADS, [&](int k) { return real ? __bfloat162float(row[k]) : 0.f; },
+                            [&](int k, float v) { staged[k] = v; });
         __syncthreads();
     }
     quantize_row<BS>([&](int p) { return p < K && real ? (stage_row ? staged[perm[p]] : __bfloat162float(row[perm[p]])) : 0.f; },
