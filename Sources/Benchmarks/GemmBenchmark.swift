@@ -43,12 +43,16 @@ public struct GemmBenchmark {
     /// Which W4Ax kernel to time: the one the runner picks for each M, or one forced.
     public enum Kernel: String, Sendable, CaseIterable { case auto, smallM = "small-m", largeM = "large-m" }
     public let kernel: Kernel
+    /// The small-M kernel's shape, where fixed (nil fields: the dispatcher's choice).
+    public let smallM: W4AxGemm.SmallMTuning
 
-    public init(library: KernelLibrary, cublas: CuBLASLt?, int8Share: Double = 0.16, kernel: Kernel = .auto) {
+    public init(library: KernelLibrary, cublas: CuBLASLt?, int8Share: Double = 0.16, kernel: Kernel = .auto,
+                smallM: W4AxGemm.SmallMTuning = W4AxGemm.SmallMTuning()) {
         self.library = library
         self.cublas = cublas
         self.int8Share = int8Share
         self.kernel = kernel
+        self.smallM = smallM
     }
 
     public func run(shape: Shape, m: Int) throws -> Row {
@@ -73,7 +77,8 @@ public struct GemmBenchmark {
         let x = (0..<m * shape.k).map { _ in Float.random(in: -1...1, using: &random) }
         let quantized = try QuantizedActivations(quantizing: x, tokens: m, layout: layout)
         let y = try context.allocate(BFloat16.self, count: m * shape.n)
-        let gemm = try W4AxGemm(library: library)
+        var gemm = try W4AxGemm(library: library)
+        gemm.smallM = smallM
         // The kernel the runner would take for this M: small-M (packed) or large-M (tiled).
         let ours: Double
         let tiled = kernel == .largeM || (kernel == .auto && gemm.prefersTiled(tokens: m, layout: layout))

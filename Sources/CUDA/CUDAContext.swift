@@ -18,6 +18,10 @@ public final class CUDAContext: @unchecked Sendable {
 
     deinit { _ = api.cuDevicePrimaryCtxRelease(device.handle) }
 
+    /// Whether kernels may be launched as programmatic dependents (Hopper and later, a CUDA 12+
+    /// driver): see `KernelFunction.dependentLaunch`.
+    public var supportsDependentLaunch: Bool { device.computeCapability.major >= 9 && api.cuLaunchKernelEx != nil }
+
     /// Makes this context current on the calling thread (a thread-local store in the driver).
     @inline(__always)
     func bind() throws {

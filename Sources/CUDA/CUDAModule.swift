@@ -18,12 +18,14 @@ public final class CUDAModule: @unchecked Sendable {
         _ = context.api.cuModuleUnload(handle)
     }
 
-    /// The `extern "C"` kernel `name`.
-    public func function(_ name: String) throws -> KernelFunction {
+    /// The `extern "C"` kernel `name`; `dependentLaunch` where the context supports it
+    /// (see `KernelFunction.dependentLaunch`).
+    public func function(_ name: String, dependentLaunch: Bool = false) throws -> KernelFunction {
         try context.bind()
         var function: Handle?
         try context.driver.check(context.api.cuModuleGetFunction(&function, handle, name), "cuModuleGetFunction(\(name))")
-        return KernelFunction(module: self, name: name, handle: function!)
+        return KernelFunction(module: self, name: name, handle: function!,
+                              dependentLaunch: dependentLaunch && context.supportsDependentLaunch)
     }
 }
 
@@ -39,6 +41,14 @@ public struct KernelFunction: @unchecked Sendable {
     public let module: CUDAModule
     public let name: String
     let handle: Handle
+    /// Launched as a programmatic dependent of the kernel before it on the stream (Hopper): the
+    /// GPU may start this grid while that one finishes, so launch latency and this kernel's
+    /// prologue overlap the previous kernel's tail. Sound only for kernels that execute
+    /// `griddepcontrol.wait` in every block before touching memory earlier kernels use (each of
+    /// comet's kernels starts with common.cuh's `begin_dependent_work`): the wait returns once
+    /// the previous grid has completed and its writes are visible, and since every kernel waits,
+    /// each grid also completes after all grids before it.
+    public let dependentLaunch: Bool
 
     /// Allows more than 48 KiB of dynamic shared memory.
     public func setMaxDynamicSharedMemory(_ bytes: Int) throws {
@@ -85,14 +95,42 @@ public struct KernelFunction: @unchecked Sendable {
                     index += 1
                 }
                 try context.bind()
-                try context.driver.check(
-                    context.api.cuLaunchKernel(
-                        handle, UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
-                        UInt32(block.x), UInt32(block.y), UInt32(block.z),
-                        UInt32(sharedMemoryBytes), stream.handle, pointers.baseAddress, nil),
-                    "cuLaunchKernel(\(name))")
+                if dependentLaunch, let launchEx = context.api.cuLaunchKernelEx {
+                    try withDependentLaunchConfig(grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, stream: stream) { config in
+                        try context.driver.check(launchEx(config, handle, pointers.baseAddress, nil), "cuLaunchKernelEx(\(name))")
+                    }
+                } else {
+                    try context.driver.check(
+                        context.api.cuLaunchKernel(
+                            handle, UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
+                            UInt32(block.x), UInt32(block.y), UInt32(block.z),
+                            UInt32(sharedMemoryBytes), stream.handle, pointers.baseAddress, nil),
+                        "cuLaunchKernel(\(name))")
+                }
             }
         }
+    }
+}
+
+/// Calls `body` with a `CUlaunchConfig` (cuda.h) for this launch carrying one attribute,
+/// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 1. Both structs are written at their
+/// C offsets into stack memory: CUlaunchConfig is 7 x u32, pad to 32, stream at 32, attributes
+/// at 40, their count at 48 (56 bytes); CUlaunchAttribute is the u32 id, 4 bytes of pad and a
+/// 64-byte value union whose first int is the flag (72 bytes).
+private func withDependentLaunchConfig(
+    grid: Dim3, block: Dim3, sharedMemoryBytes: Int, stream: CUDAStream, _ body: (UnsafeRawPointer) throws -> Void
+) throws {
+    try withUnsafeTemporaryAllocation(byteCount: 56 + 72, alignment: 16) { raw in
+        raw.initializeMemory(as: UInt8.self, repeating: 0)
+        let base = raw.baseAddress!, attribute = base + 56
+        let dims = [grid.x, grid.y, grid.z, block.x, block.y, block.z, sharedMemoryBytes]
+        for (i, value) in dims.enumerated() { base.storeBytes(of: UInt32(value), toByteOffset: 4 * i, as: UInt32.self) }
+        base.storeBytes(of: stream.handle, toByteOffset: 32, as: Handle.self)
+        base.storeBytes(of: attribute, toByteOffset: 40, as: UnsafeMutableRawPointer.self)
+        base.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
+        attribute.storeBytes(of: UInt32(6), toByteOffset: 0, as: UInt32.self)  // PROGRAMMATIC_STREAM_SERIALIZATION
+        attribute.storeBytes(of: Int32(1), toByteOffset: 8, as: Int32.self)    // programmaticStreamSerializationAllowed
+        try body(UnsafeRawPointer(base))
     }
 }
 

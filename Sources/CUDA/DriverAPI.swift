@@ -54,6 +54,10 @@ struct DriverAPI {
         Handle?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle?,
         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
     ) -> CUresult
+    /// CUDA 12+: a launch with attributes (programmatic dependent launch); nil on older drivers.
+    let cuLaunchKernelEx: (@convention(c) (
+        UnsafeRawPointer, Handle?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+    ) -> CUresult)?
     let cuGraphInstantiateWithFlags: @convention(c) (OutHandle, Handle?, UInt64) -> CUresult
     let cuGraphLaunch: @convention(c) (Handle?, Handle?) -> CUresult
     let cuGraphExecDestroy: @convention(c) (Handle?) -> CUresult
@@ -100,6 +104,7 @@ struct DriverAPI {
         cuModuleGetFunction = try l.function("cuModuleGetFunction")
         cuFuncSetAttribute = try l.function("cuFuncSetAttribute")
         cuLaunchKernel = try l.function("cuLaunchKernel")
+        cuLaunchKernelEx = try? l.function("cuLaunchKernelEx")
         cuGraphInstantiateWithFlags = try l.function("cuGraphInstantiateWithFlags")
         cuGraphLaunch = try l.function("cuGraphLaunch")
         cuGraphExecDestroy = try l.function("cuGraphExecDestroy")

@@ -22,7 +22,7 @@ public struct GPUCheckEnvironment {
         let first = context.device.ordinal, driver = context.device.driver
         guard first + count <= deviceCount else { throw CheckSkipped("\(count) GPUs needed, \(deviceCount - first) available") }
         return try (first..<(first + count)).map {
-            $0 == first ? library : KernelLibrary(context: try driver.device($0).makeContext(), compiler: library.compiler)
+            $0 == first ? library : KernelLibrary(context: try driver.device($0).makeContext(), compiler: library.compiler, dependentLaunch: library.dependentLaunch)
         }
     }
 

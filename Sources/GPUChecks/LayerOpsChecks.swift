@@ -4,7 +4,7 @@ import CUDA
 import Kernels
 import Quant
 
-/// layer_ops.cu against fp32 host math: gather and bias/residual adds are exact (the kernels round
+/// layer_ops.cu against fp32 host math: gather, bias and the fused residual add are exact (the kernels round
 /// the same fp32 sum to bf16 once); RMSNorm and SwiGLU differ from the host only by fp32 summation
 /// order and expf, far below one bf16 step, so they must land within one bf16 ulp.
 enum LayerOpsChecks {
@@ -25,11 +25,10 @@ enum LayerOpsChecks {
             let gathered = ids.flatMap { table[(Int($0) * dim)..<((Int($0) + 1) * dim)] }
             try expectEqual(try x.toArray(), gathered, "embedding_gather \(tokens)x\(dim)")
 
+            // The later kernels read the residual stream after an add: x + y, summed on the host.
             let y = (0..<tokens * dim).map { _ in BFloat16(Float.random(in: -2...2, using: &env.random)) }
-            try ops.residualAdd(x, try upload(y, context), on: stream)
-            try stream.synchronize()
             let summed = zip(gathered, y).map { BFloat16($0.float + $1.float) }
-            try expectEqual(try x.toArray(), summed, "residual_add \(tokens)x\(dim)")
+            try x.copy(from: summed)
 
             let gamma = (0..<dim).map { _ in Float.random(in: 0.5...1.5, using: &env.random) }
             let rows = (0..<3).map { _ in Int32.random(in: 0..<Int32(tokens), using: &env.random) }
@@ -77,7 +76,7 @@ enum LayerOpsChecks {
             try expectEqual(try x.toArray(), summed.enumerated().map { BFloat16($0.element.float + bias[$0.offset % dim]) }, "bias_add")
             covered.append("\(tokens)x\(dim)")
         }
-        return "gather, residual, rmsnorm (also with the residual add fused), swiglu, bias on " + covered.joined(separator: ", ")
+        return "gather, rmsnorm (also with the residual add fused), swiglu, bias on " + covered.joined(separator: ", ")
     }
 
     static func upload<T: BitwiseCopyable>(_ host: [T], _ context: CUDAContext) throws -> DeviceBuffer<T> {

@@ -11,7 +11,7 @@ import Quant
 /// relative; doubled for slack); the second covers fp32 sums over blocks taken in another
 /// order (each addition rounds by 2^-24 relative, at most a few dozen blocks).
 enum W4AxGemmChecks {
-    static let all = [shapes, extremes, largeM, mmaSyncLargeM]
+    static let all = [shapes, smallMVariants, extremes, largeM, mmaSyncLargeM]
 
     struct Case: CustomStringConvertible {
         var m: Int, n: Int, k: Int, blockSize: Int, int8Blocks: Int
@@ -50,6 +50,24 @@ enum W4AxGemmChecks {
         cases.append(.random(m: 1...40, n: 1...300, blockSize: bs, using: &env.random))
         for c in cases { try check(gemm, c, env: &env) }
         return cases.map(\.description).joined(separator: "; ")
+    }
+
+    /// Every small-M kernel shape that `SmallMTuning` can fix (1 or 2 n-tiles, 4 or 8 warps), up to
+    /// 8 tokens, both block sizes: an odd tile count, K-blocks not a multiple of the warps.
+    static let smallMVariants = GPUCheck("w4ax_gemm.small_m_variants") { env in
+        var gemm = try W4AxGemm(library: env.library)
+        let cases = [
+            Case(m: 1, n: 200, k: 1408, blockSize: 128, int8Blocks: 2),
+            Case(m: 7, n: 72, k: 640, blockSize: 64, int8Blocks: 3),
+            .random(m: 1...8, n: 1...400, blockSize: 128, using: &env.random),
+        ]
+        for nTiles in [1, 2] {
+            for warps in [4, 8] {
+                gemm.smallM = try W4AxGemm.SmallMTuning(nTiles: nTiles, warps: warps)
+                for c in cases { try check(gemm, c, env: &env) }
+            }
+        }
+        return cases.map(\.description).joined(separator: "; ") + "; each at 1 and 2 n-tiles, 4 and 8 warps"
     }
 
     /// All-A4 and all-A8 activations at full scale in every block.

@@ -8,17 +8,22 @@ public final class KernelLibrary: Sendable {
     public let compiler: KernelCompiler
     /// The NVRTC target of this GPU (`sm_90a` on an H200).
     public let arch: String
+    /// Whether this library's kernels are launched as programmatic dependents where the GPU
+    /// supports it (every kernel of Sources/Kernels/cuda begins with `begin_dependent_work`,
+    /// which makes that sound; `EmbeddedSourcesTests` holds each kernel to it).
+    public let dependentLaunch: Bool
     private let modules = Mutex<[String: CUDAModule]>([:])
 
-    public init(context: CUDAContext, compiler: KernelCompiler) {
+    public init(context: CUDAContext, compiler: KernelCompiler, dependentLaunch: Bool = false) {
         self.context = context
         self.compiler = compiler
         self.arch = context.device.architecture
+        self.dependentLaunch = dependentLaunch && context.supportsDependentLaunch
     }
 
     /// The kernel `name` defined in the embedded file `source`.
     public func function(_ name: String, in source: String) throws -> KernelFunction {
-        try module(source).function(name)
+        try module(source).function(name, dependentLaunch: dependentLaunch)
     }
 
     public func module(_ source: String) throws -> CUDAModule {

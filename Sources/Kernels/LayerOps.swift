@@ -1,17 +1,16 @@
 import CUDA
 import Quant
 
-/// The row and element-wise kernels of layer_ops.cu: embedding gather, residual add, RMSNorm and
-/// SwiGLU to bf16, and a bias add. Each checks its buffers against the sizes it is given.
+/// The row and element-wise kernels of layer_ops.cu: embedding gather, RMSNorm (with
+/// the residual add before it fused) and SwiGLU to bf16, and a bias add. Each checks its buffers against the sizes it is given.
 public struct LayerOps: Sendable {
-    let gather: KernelFunction, residual: KernelFunction, norm: KernelFunction, swiGLU: KernelFunction, bias: KernelFunction
+    let gather: KernelFunction, norm: KernelFunction, swiGLU: KernelFunction, bias: KernelFunction
     /// `LAYER_THREADS` of layer_ops.cu.
     static let threads = 256
 
     public init(library: KernelLibrary) throws {
         func load(_ name: String) throws -> KernelFunction { try library.function(name, in: "layer_ops.cu") }
         gather = try load("embedding_gather")
-        residual = try load("residual_add")
         norm = try load("rmsnorm_rows")
         swiGLU = try load("swiglu_rows")
         bias = try load("bias_add")
@@ -26,15 +25,6 @@ public struct LayerOps: Sendable {
                     "embedding gather: table \(table.count), \(ids.count) ids, dim \(dim), out \(out.count)")
         guard ids.count > 0 else { return }
         try gather.launch(grid: Dim3(ids.count), block: Dim3(Self.threads), on: stream, table.pointer, ids.pointer, Int32(dim), out.pointer)
-    }
-
-    /// x += y, elementwise (bf16, fp32 add).
-    public func residualAdd(_ x: DeviceBuffer<BFloat16>, _ y: DeviceBuffer<BFloat16>, on stream: CUDAStream) throws {
-        try require(x.count == y.count && x.count % 8 == 0, "residual add: \(x.count) += \(y.count)")
-        let vectors = x.count / 8
-        guard vectors > 0 else { return }
-        try residual.launch(grid: Dim3((vectors + Self.threads - 1) / Self.threads), block: Dim3(Self.threads), on: stream,
-                            x.pointer, y.pointer, Int64(x.count))
     }
 
     /// out[r] = RMSNorm(x[rows[r]]) * gamma, or with `residual` RMSNorm(x[rows[r]] + added[rows[r]]),
@@ -76,8 +66,8 @@ public struct LayerOps: Sendable {
 }
 
 /// The residual add that precedes an RMSNorm, fused into the norm's kernel (layer_ops.cu's
-/// `rmsnorm_rows`, fmpq_quantize.cu's `rmsnorm_quantize`): the norm reads x + added, rounded to
-/// bf16 as `LayerOps.residualAdd` rounds it, and writes that sum to `sum`, which must not be x
+/// `rmsnorm_rows`, fmpq_quantize.cu's `rmsnorm_quantize`): the norm reads x + added, the fp32 sum
+/// rounded to bf16 once, and writes that sum to `sum`, which must not be x
 /// (the kernels' blocks of one row all read x while one of them writes the sum).
 public struct FusedResidualAdd: Sendable {
     public let added: DeviceBuffer<BFloat16>

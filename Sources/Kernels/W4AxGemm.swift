@@ -8,8 +8,10 @@ import Quant
 ///  - w4ax_gemm_sm80.cu: large M on Ampere and Ada (sm_8x), INT4 and INT8 mma.sync, packed
 ///    activations: the paper's kernel, for the GPUs with INT4 tensor cores.
 public struct W4AxGemm: Sendable {
-    struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int }
+    struct Variant: Hashable, Sendable { let blockSize: Int, mTiles: Int, nTiles: Int, warps: Int }
     let functions: KernelVariants<Variant>
+    /// The small-M kernel's shape, fixed for benchmarks (nil: by shape, `nTiles(forTiles:)`, 8 warps).
+    public var smallM = SmallMTuning()
     let multiprocessors: Int
     /// The large-M kernel, where the GPU has wgmma (sm_90a).
     let largeM: KernelFunction?
@@ -31,9 +33,13 @@ public struct W4AxGemm: Sendable {
     /// `forceMmaSync` loads the sm_8x large-M kernel on any GPU: Hopper runs its INT4 mma in
     /// emulation, so there it serves the correctness check only.
     public init(library: KernelLibrary, forceMmaSync: Bool = false) throws {
-        let variants = [64, 128].flatMap { bs in [1, 2, 4].flatMap { mt in [1, 2].map { Variant(blockSize: bs, mTiles: mt, nTiles: $0) } } }
+        let variants = [64, 128].flatMap { bs in
+            [1, 2, 4].flatMap { mt in
+                [1, 2].flatMap { nt in (mt == 1 ? [4, 8] : [8]).map { Variant(blockSize: bs, mTiles: mt, nTiles: nt, warps: $0) } }
+            }
+        }
         functions = try KernelVariants(library: library, source: "w4ax_gemm.cu", keys: variants) {
-            "w4ax_small_m_bs\($0.blockSize)_mt\($0.mTiles)_nt\($0.nTiles)"
+            "w4ax_small_m_bs\($0.blockSize)_mt\($0.mTiles)_nt\($0.nTiles)_w\($0.warps)"
         }
         multiprocessors = library.context.device.multiprocessorCount
         if library.arch == "sm_90a" {
@@ -136,17 +142,33 @@ public struct W4AxGemm: Sendable {
             if let partial { try finishSplitK(partial, into: y, on: stream) }
             return
         }
-        let mt = Self.mTiles(forTokens: a.tokens), nt = nTiles(forTiles: tiles)
-        let function = functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt)]
+        let mt = Self.mTiles(forTokens: a.tokens), nt = smallM.nTiles ?? nTiles(forTiles: tiles)
+        let warps = mt == 1 ? smallM.warps ?? 8 : 8
+        let function = functions[Variant(blockSize: a.layout.blockSize, mTiles: mt, nTiles: nt, warps: warps)]
         let grid = Dim3((tiles + nt - 1) / nt, 1, (a.tokens + 8 * mt - 1) / (8 * mt))
         try function.launch(
-            grid: grid, block: Dim3(256), on: stream,
+            grid: grid, block: Dim3(32 * warps), on: stream,
             packed.pointer, scales.pointer, a.int4.pointer, a.int8.pointer, a.scales.pointer, y.pointer,
             Int32(a.tokens), Int32(outputs), Int32(a.layout.int4Blocks), Int32(a.layout.int8Blocks))
     }
 }
 
 extension W4AxGemm {
+    /// Fixed choices of the small-M kernel: n-tiles per block (1 or 2) and warps per block (8, or
+    /// 4, which exists up to 8 tokens only; more tokens take 8).
+    public struct SmallMTuning: Sendable {
+        public var nTiles: Int?
+        public var warps: Int?
+        public init(nTiles: Int? = nil, warps: Int? = nil) throws {
+            guard nTiles.map({ [1, 2].contains($0) }) ?? true, warps.map({ [4, 8].contains($0) }) ?? true else {
+                throw CUDAError.invalidArgument("small-M GEMM: \(nTiles ?? 0) n-tiles (1 or 2), \(warps ?? 0) warps (4 or 8)")
+            }
+            self.nTiles = nTiles
+            self.warps = warps
+        }
+        public init() {}
+    }
+
     /// The large-M GEMM. `workspace` (from `makeSplitKWorkspace`, at least tokens x outputs)
     /// enables split-K where the output tiles alone leave SMs idle; without it K is not split.
     public func callAsFunction(

@@ -81,6 +81,12 @@ struct Bench: ParsableCommand {
         @Option(help: "W4Ax kernel: auto (what the runner picks for each M), small-m (mma.sync, packed activations) or large-m (wgmma, tiled activations, split-K; sm_90a).")
         var kernel = "auto"
 
+        @Option(name: .customLong("small-m-n-tiles"), help: "Small-M kernel: n-tiles of 16 outputs per block, 1 or 2 (default: by N).")
+        var smallMNTiles: Int?
+
+        @Option(help: "Small-M kernel: warps per block, 8 or 4 (4 up to M = 8 only; default 8).")
+        var smallMWarps: Int?
+
         @Option(help: "Also write the rows as JSON to this file.")
         var json: String?
 
@@ -95,6 +101,8 @@ struct Bench: ParsableCommand {
             guard ["8b", "70b", "all"].contains(models) else { throw ValidationError("--models is 8b, 70b or all") }
             guard (0...1).contains(int8Share) else { throw ValidationError("--int8-share is between 0 and 1") }
             guard GemmBenchmark.Kernel(rawValue: kernel) != nil else { throw ValidationError("--kernel is auto, small-m or large-m") }
+            guard smallMNTiles.map({ [1, 2].contains($0) }) ?? true else { throw ValidationError("--small-m-n-tiles is 1 or 2") }
+            guard smallMWarps.map({ [4, 8].contains($0) }) ?? true else { throw ValidationError("--small-m-warps is 4 or 8") }
             if let layers, !layers.split(separator: ",").allSatisfy({ ["qkv", "o", "gate_up", "down"].contains(String($0)) }) {
                 throw ValidationError("--layers takes qkv, o, gate_up and down")
             }
@@ -102,9 +110,13 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try Bench.report(json: json) {
-                let library = try gpu.makeLibrary()
+                // Kernels launched one after another, as cuBLASLt's are: back-to-back dependent
+                // launches of one GEMM would overlap each call's start with the last one's end.
+                let library = try gpu.makeLibrary(dependentLaunch: false)
                 let cublas = noBaseline ? nil : try CuBLASLt.load(search: gpu.librarySearch)
-                let bench = GemmBenchmark(library: library, cublas: cublas, int8Share: int8Share, kernel: GemmBenchmark.Kernel(rawValue: kernel)!)
+                let bench = GemmBenchmark(
+                    library: library, cublas: cublas, int8Share: int8Share, kernel: GemmBenchmark.Kernel(rawValue: kernel)!,
+                    smallM: try W4AxGemm.SmallMTuning(nTiles: smallMNTiles, warps: smallMWarps))
                 let wanted = layers.map { Set($0.split(separator: ",").map(String.init)) }
                 let shapes = GemmBenchmark.llama3Shapes.filter {
                     (models == "all" || $0.model.hasSuffix("-" + models)) && (wanted?.contains($0.layer) ?? true)

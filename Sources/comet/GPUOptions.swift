@@ -22,6 +22,11 @@ struct GPUOptions: ParsableArguments {
     @Option(help: "GPU ordinal.")
     var device = 0
 
+    // Off by default: on an H100 it made the B = 1 decode step 6% faster and B = 16-256 3-12%
+    // slower (bench/results/h100-2026-12-07d.md, call 2).
+    @Flag(help: "Launch kernels as programmatic dependents (Hopper: each kernel's start overlaps the previous kernel's end); faster decode at batch 1, slower at larger batches on an H100.")
+    var dependentLaunch = false
+
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
     var librarySearch: LibrarySearch {
@@ -39,13 +44,14 @@ struct GPUOptions: ParsableArguments {
     }
 
     /// The GPU's kernel library: driver, device, primary context and compiler together.
-    func makeLibrary() throws -> KernelLibrary {
-        try makeLibraries(count: 1)[0]
+    /// `dependentLaunch: false` overrides `--dependent-launch` (benchmarks of one kernel against a library's).
+    func makeLibrary(dependentLaunch: Bool = true) throws -> KernelLibrary {
+        try makeLibraries(count: 1, dependentLaunch: dependentLaunch)[0]
     }
 
     /// Kernel libraries of `count` GPUs, ordinals `device ..< device + count` (tensor parallelism),
     /// sharing one compiler.
-    func makeLibraries(count: Int) throws -> [KernelLibrary] {
+    func makeLibraries(count: Int, dependentLaunch: Bool = true) throws -> [KernelLibrary] {
         let driver = try CUDADriver.load(search: librarySearch)
         let available = try driver.deviceCount()
         guard device >= 0, device + count <= available else {
@@ -53,7 +59,9 @@ struct GPUOptions: ParsableArguments {
                 "\(count) GPU\(count == 1 ? "" : "s") from ordinal \(device) asked for, the driver sees \(available)")
         }
         let compiler = try makeCompiler()
-        return try (device..<(device + count)).map { KernelLibrary(context: try driver.device($0).makeContext(), compiler: compiler) }
+        return try (device..<(device + count)).map {
+            KernelLibrary(context: try driver.device($0).makeContext(), compiler: compiler, dependentLaunch: dependentLaunch && self.dependentLaunch)
+        }
     }
 
     /// NCCL, for tensor parallelism.

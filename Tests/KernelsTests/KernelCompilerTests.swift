@@ -18,6 +18,41 @@ import Testing
         #expect(KernelSource.units.allSatisfy { !$0.isHeader })
         #expect(!KernelSource.units.isEmpty && !KernelSource.headers.isEmpty)
     }
+
+    /// The kernels of a source that do not begin with `begin_dependent_work();`: that call must
+    /// come in the body before any `return`, or a dependent launch could let the grid finish
+    /// before the one it depends on (KernelFunction.dependentLaunch).
+    static func kernelsNotWaiting(in text: String) -> [String] {
+        var missing: [String] = []
+        var rest = Substring(text)
+        while let global = rest.range(of: "__global__") {
+            let header = rest[global.upperBound...]
+            guard let open = header.firstIndex(of: "{") else { break }
+            let name = header[..<open].split(separator: "(").first?.split(separator: " ").last.map(String.init) ?? "?"
+            var depth = 0, end = open
+            for index in header[open...].indices {
+                if header[index] == "{" { depth += 1 } else if header[index] == "}" { depth -= 1 }
+                if depth == 0 { end = index; break }
+            }
+            let body = header[open...end]
+            let wait = body.range(of: "begin_dependent_work();")
+            if wait == nil || body[..<wait!.lowerBound].contains("return") { missing.append(name) }
+            rest = header[end...]
+        }
+        return missing
+    }
+
+    @Test func everyKernelBeginsWithTheDependentLaunchWait() {
+        for unit in KernelSource.units {
+            #expect(Self.kernelsNotWaiting(in: unit.text).isEmpty, "\(unit.name): \(Self.kernelsNotWaiting(in: unit.text))")
+        }
+        let sample = """
+            extern "C" __global__ void fine(int* x) { begin_dependent_work(); if (x) { x[0] = 1; } }
+            extern "C" __global__ void late(int* x) { if (!x) return; begin_dependent_work(); }
+            extern "C" __global__ void never(int* x) { x[0] = 2; }
+            """
+        #expect(Self.kernelsNotWaiting(in: sample) == ["late", "never"])
+    }
 }
 
 @Suite struct KernelCompilerTests {

@@ -265,6 +265,7 @@ COMET_DEVICE void decode_attention(const __nv_bfloat16* __restrict__ q, const vo
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
         float* part_ml) {                                                                                    \
+        begin_dependent_work();                                                                              \
         decode_attention<D, GB, KV4>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, lengths, \
                                      kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml); \
     }
@@ -289,6 +290,7 @@ DECODE_ATTENTION(decode_attention_bf16_d64_g1, 64, 1, false)
 // Grid (q_heads, sequences), D threads. A sequence of length 0 gets zeros.
 extern "C" __global__ void decode_attention_combine(const float* __restrict__ part_out, const float* __restrict__ part_ml,
                                                    __nv_bfloat16* __restrict__ out, int splits, int D) {
+    begin_dependent_work();
     const int h = blockIdx.x, s = blockIdx.y, q_heads = gridDim.x, sequences = gridDim.y, d = threadIdx.x;
     float m = negative_infinity();
     for (int i = 0; i < splits; ++i) m = fmaxf(m, part_ml[((size_t(i) * sequences + s) * q_heads + h) * 2]);
@@ -719,6 +721,7 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         const __half2* v_params, const int32_t* block_table, int max_pages, const int32_t* lengths,          \
         int kv_heads, int group, int page_size, float softmax_scale, int split_len, float* part_out,         \
         float* part_ml, const int32_t* tiles, int query_rows) {                                              \
+        begin_dependent_work();                                                                              \
         decode_attention_kv4_mma<D, UPPER, STAGES>(q, k_cache, v_cache, k_params, v_params, block_table, max_pages, \
                                     lengths, kv_heads, group, page_size, softmax_scale, split_len, part_out, part_ml, \
                                     tiles, query_rows);                                                      \

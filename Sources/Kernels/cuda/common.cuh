@@ -13,6 +13,25 @@ typedef unsigned long long uint64_t;
 
 #define COMET_DEVICE __device__ __forceinline__
 
+// Programmatic dependent launch (sm_90+; KernelFunction.dependentLaunch). Every comet kernel
+// calls this first, before any return and before touching memory that another kernel writes or
+// reads (EmbeddedSourcesTests checks each `__global__` body). launch_dependents lets the next
+// kernel on the stream be scheduled once every block of this grid has started; wait blocks
+// until the previous grid has completed and its writes are visible. Because every kernel waits,
+// a grid completes only after all grids before it, so a kernel may read what any earlier kernel
+// wrote. Without a dependent launch (or before sm_90) both are no-ops.
+COMET_DEVICE void begin_dependent_work() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Asks L2 for the line holding `p` without waiting. Safe before begin_dependent_work: L2 is
+// the GPU's point of coherence, so a line another kernel is still writing is never stale
+// there; the real loads come after the wait.
+COMET_DEVICE void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
 // Ceiling division for grid sizes and loop bounds.
 COMET_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

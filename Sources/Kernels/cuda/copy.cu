@@ -14,6 +14,7 @@ constexpr int COPY_THREADS = 128;
 // are copied one per thread by block 0.
 extern "C" __global__ void __launch_bounds__(COPY_THREADS)
 copy_bytes(const uint8_t* __restrict__ src, uint8_t* __restrict__ dst, uint64_t bytes) {
+    begin_dependent_work();
     const uint64_t vectors = bytes / 16;
     const uint64_t i = uint64_t(blockIdx.x) * COPY_THREADS + threadIdx.x;
     if (i < vectors) {
@@ -27,6 +28,7 @@ copy_bytes(const uint8_t* __restrict__ src, uint8_t* __restrict__ dst, uint64_t 
 // that the host has queued a whole step before the GPU starts it, and the events between the
 // step's kernels then time the GPU alone, not the host's launch rate.
 extern "C" __global__ void hold_stream(uint64_t nanoseconds) {
+    begin_dependent_work();
     uint64_t start, now;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
     do {

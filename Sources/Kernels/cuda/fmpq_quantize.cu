@@ -124,10 +124,23 @@ COMET_DEVICE float block_sum(float v, float* scratch) {
     return total;
 }
 
+// Channel k of a row, input(k), as the permutation's gathers read it: with stage_row the row is
+// first computed once into shared memory (the block then reads staged[k]), else input(k) is
+// computed where it is gathered. Call from every thread (it synchronizes when staging). Padding
+// tokens read token 0's row; the callers quantize zeros for them.
+template <typename Input>
+COMET_DEVICE auto staged_or_gathered(const Input& input, float* staged, int stage_row, int K) {
+    if (stage_row) {
+        for_strided_batched(threadIdx.x, K, QUANT_THREADS, input, [&](int k, float v) { staged[k] = v; });
+        __syncthreads();
+    }
+    return [=](int k) { return stage_row ? staged[k] : input(k); };
+}
+
 // The three producers. Blocks (t, *) quantize token t; tokens past `tokens` (the tiled format's
 // padding rows) are quantized as zeros.
 // RMSNorm's input is x, or with `added` the residual add that precedes the norm, fused:
-// h = bf16(x + added), rounded as layer_ops.cu's residual_add rounds it, written to `sum_out`
+// h = bf16(x + added), the fp32 sum rounded once as rmsnorm_rows rounds it, written to `sum_out`
 // (the residual stream's other buffer: blocks (t, *) all read x while block (t, 0) writes h).
 template <int BS, typename Output>
 COMET_DEVICE void rmsnorm_quantize(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ added,
@@ -173,12 +186,8 @@ COMET_DEVICE void swiglu_quantize(const __nv_bfloat16* __restrict__ gate_up, con
         const float gate = __bfloat162float(row[k]), up = __bfloat162float(row[F + k]);
         return gate / (1.f + expf(-gate)) * up;
     };
-    if (stage_row) {
-        for_strided_batched(threadIdx.x, F, QUANT_THREADS, [&](int k) { return real ? input(k) : 0.f; },
-                            [&](int k, float v) { staged[k] = v; });
-        __syncthreads();
-    }
-    quantize_row<BS>([&](int p) { return p < F && real ? (stage_row ? staged[perm[p]] : input(perm[p])) : 0.f; },
+    const auto value = staged_or_gathered(input, staged, stage_row, F);
+    quantize_row<BS>([&](int p) { return p < F && real ? value(perm[p]) : 0.f; },
                      t, F, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
@@ -190,12 +199,8 @@ COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const in
     const int t = blockIdx.x;
     const bool real = t < tokens;
     const __nv_bfloat16* row = x + size_t(real ? t : 0) * K;
-    if (stage_row) {
-        for_strided_batched(threadIdx.x, K, QUANT_THREADS, [&](int k) { return real ? __bfloat162float(row[k]) : 0.f; },
-                            [&](int k, float v) { staged[k] = v; });
-        __syncthreads();
-    }
-    quantize_row<BS>([&](int p) { return p < K && real ? (stage_row ? staged[perm[p]] : __bfloat162float(row[perm[p]])) : 0.f; },
+    const auto value = staged_or_gathered([&](int k) { return __bfloat162float(row[k]); }, staged, stage_row, K);
+    quantize_row<BS>([&](int p) { return p < K && real ? value(perm[p]) : 0.f; },
                      t, K, int4_blocks, int8_blocks, a4_clip, rotated_blocks, out);
 }
 
@@ -211,16 +216,19 @@ COMET_DEVICE void permute_quantize(const __nv_bfloat16* __restrict__ x, const in
         const __nv_bfloat16* x, const __nv_bfloat16* added, __nv_bfloat16* sum_out, const float* gamma,     \
         const int32_t* perm, float eps, int K, int int4_blocks,                                              \
         int int8_blocks, int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {\
+        begin_dependent_work();                                                                                                  \
         rmsnorm_quantize<BS>(x, added, sum_out, gamma, perm, eps, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) swiglu_quantize_##FORMAT##_bs##BS(          \
         const __nv_bfloat16* gate_up, const int32_t* perm, int F, int int4_blocks, int int8_blocks,         \
         int tokens, uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {                 \
+        begin_dependent_work();                                                                                                  \
         swiglu_quantize<BS>(gate_up, perm, F, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }                                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) permute_quantize_##FORMAT##_bs##BS(         \
         const __nv_bfloat16* x, const int32_t* perm, int K, int int4_blocks, int int8_blocks, int tokens,   \
         uint8_t* a4, int8_t* a8, float* scale_a, float a4_clip, int rotated_blocks, int stage_row) {                             \
+        begin_dependent_work();                                                                                                  \
         permute_quantize<BS>(x, perm, K, int4_blocks, int8_blocks, tokens, a4_clip, rotated_blocks, stage_row, FMPQ_OUTPUT_##FORMAT(BS)); \
     }
 FMPQ_QUANTIZE_ENTRIES(128, packed)

@@ -17,6 +17,7 @@ COMET_DEVICE uint32_t load4(const int8_t* m, int rows, int K, int row, int col) 
 extern "C" __global__ void __launch_bounds__(128)
 gemm_s8_mma(const int8_t* __restrict__ A, const int8_t* __restrict__ B, int32_t* __restrict__ C,
             int M, int N, int K) {
+    begin_dependent_work();
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;

@@ -1,5 +1,5 @@
 // The small element-wise and row kernels of a transformer layer that are not fused into the
-// FMPQ quantize kernels: embedding gather, residual add, RMSNorm to bf16 (final norm before
+// FMPQ quantize kernels: embedding gather, RMSNorm to bf16 (with the residual add before it) (final norm before
 // the LM head, and every norm of the bf16 baseline), SwiGLU to bf16 (bf16 baseline) and the
 // q/k/v bias (Qwen2). All bf16 in and out, fp32 arithmetic, round-to-nearest on store.
 //
@@ -17,35 +17,22 @@ struct alignas(16) BF16x8 { __nv_bfloat162 v[4]; };
 extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
 embedding_gather(const __nv_bfloat16* __restrict__ table, const int32_t* __restrict__ ids, int dim,
                  __nv_bfloat16* __restrict__ out) {
+    begin_dependent_work();
     const int t = blockIdx.x;
     const BF16x8* src = reinterpret_cast<const BF16x8*>(table + size_t(ids[t]) * dim);
     BF16x8* dst = reinterpret_cast<BF16x8*>(out + size_t(t) * dim);
     for (int i = threadIdx.x; i < dim / 8; i += LAYER_THREADS) dst[i] = src[i];
 }
 
-// x[i] += y[i] for i < n (n a multiple of 8): the residual stream after o and down.
-extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
-residual_add(__nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y, int64_t n) {
-    const int64_t i = int64_t(blockIdx.x) * LAYER_THREADS + threadIdx.x;
-    if (i >= n / 8) return;
-    BF16x8 a = reinterpret_cast<BF16x8*>(x)[i];
-    const BF16x8 b = reinterpret_cast<const BF16x8*>(y)[i];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const float2 fa = __bfloat1622float2(a.v[j]), fb = __bfloat1622float2(b.v[j]);
-        a.v[j] = __floats2bfloat162_rn(fa.x + fb.x, fa.y + fb.y);
-    }
-    reinterpret_cast<BF16x8*>(x)[i] = a;
-}
-
 // out[r, :] = h / rms(h) * gamma, rms = sqrt(mean(h^2) + eps), for h = x[rows[r], :].
 // `rows` picks which tokens get normed (the LM head needs only each sequence's last token).
-// With `added`, the residual add before the norm is fused: h = bf16(x + added) (as residual_add
-// rounds it), also written to sum_out[rows[r], :], the residual stream's other buffer.
+// With `added`, the residual add before the norm is fused: h = bf16(x + added) (the fp32 sum
+// rounded once), also written to sum_out[rows[r], :], the residual stream's other buffer.
 extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
 rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ added,
              __nv_bfloat16* __restrict__ sum_out, const int32_t* __restrict__ rows, const float* __restrict__ gamma,
              float eps, int dim, __nv_bfloat16* __restrict__ out) {
+    begin_dependent_work();
     __shared__ float partial[LAYER_THREADS / 32];
     const int r = blockIdx.x;
     const size_t offset = size_t(rows[r]) * dim;
@@ -75,6 +62,7 @@ rmsnorm_rows(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restric
 // (28 us a layer of the bf16 baseline's B = 1 step on an H100).
 extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
 swiglu_rows(const __nv_bfloat16* __restrict__ gu, int F, int64_t count, __nv_bfloat16* __restrict__ out) {
+    begin_dependent_work();
     const int64_t i = int64_t(blockIdx.x) * LAYER_THREADS + threadIdx.x;
     if (i >= count) return;
     const int64_t t = i / F, f = i % F;
@@ -86,6 +74,7 @@ swiglu_rows(const __nv_bfloat16* __restrict__ gu, int F, int64_t count, __nv_bfl
 // y[t, j] += bias[j]; y: [tokens, width].
 extern "C" __global__ void __launch_bounds__(LAYER_THREADS)
 bias_add(__nv_bfloat16* __restrict__ y, const float* __restrict__ bias, int width) {
+    begin_dependent_work();
     const int t = blockIdx.x;
     for (int j = threadIdx.x; j < width; j += LAYER_THREADS) {
         __nv_bfloat16* p = y + size_t(t) * width + j;

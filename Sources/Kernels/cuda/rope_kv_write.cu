@@ -110,6 +110,7 @@ COMET_DEVICE void rope_kv_write(const __nv_bfloat16* __restrict__ qkv, const int
         const __nv_bfloat16* qkv, const int32_t* positions, const int32_t* slots, const float* cos_table,    \
         const float* sin_table, int q_heads, int kv_heads, int page_size, int rotate_keys,                   \
         __nv_bfloat16* q_out, void* k_cache, void* v_cache, __half2* k_params, __half2* v_params) {          \
+        begin_dependent_work();                                                                              \
         rope_kv_write<D, ADJACENT, KV4>(qkv, positions, slots, cos_table, sin_table, q_heads, kv_heads,     \
                                         page_size, rotate_keys, q_out, k_cache, v_cache, k_params, v_params); \
     }

@@ -16,6 +16,7 @@ COMET_DEVICE void keep_better(float& value, int& index, float other_value, int o
 // out[r] = argmax_j logits[r, j]; logits: [rows, vocab] fp32. One block per row.
 extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
 argmax_rows(const float* __restrict__ logits, int vocab, int32_t* __restrict__ out) {
+    begin_dependent_work();
     __shared__ float values[ARGMAX_THREADS / 32];
     __shared__ int indices[ARGMAX_THREADS / 32];
     const float* row = logits + size_t(blockIdx.x) * vocab;
@@ -63,6 +64,7 @@ constexpr int SAMPLE_THREADS = 1024, SAMPLE_WARPS = SAMPLE_THREADS / 32;
 
 extern "C" __global__ void apply_penalties(float* __restrict__ logits, int vocab, const int32_t* __restrict__ entries,
                                            const float* __restrict__ penalties, int count) {
+    begin_dependent_work();
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= count) return;
     const int row = entries[3 * e], token = entries[3 * e + 1], occurrences = entries[3 * e + 2];
@@ -159,6 +161,7 @@ COMET_DEVICE uint32_t select_threshold(const float* row, int vocab, float inv_t,
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_rows(const float* __restrict__ logits, int vocab, const float* __restrict__ params, const int32_t* __restrict__ top_ks,
             int32_t* __restrict__ out_tokens, float* __restrict__ out_logprobs) {
+    begin_dependent_work();
     __shared__ SampleShared sh;
     const float* row = logits + size_t(blockIdx.x) * vocab;
     const float temperature = params[4 * blockIdx.x], top_p = params[4 * blockIdx.x + 1];

@@ -11,8 +11,8 @@
 // Operand roles are swapped (Y^T = W . A^T) so that the 16-row side of the mma is N and the
 // 8-column side is the few tokens of a decode step: no tensor-core work is wasted at M = 1..8.
 //
-// Work split: a block of 8 warps owns NT n-tiles of 16 output channels and 8*MT tokens; its
-// warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
+// Work split: a block of 8 warps (4 at M <= 8 where that fills the GPU better) owns NT n-tiles
+// of 16 output channels and 8*MT tokens; its warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
 // grid streams the weights once, N/(16 NT) blocks wide, with no atomics and no second kernel.
 // Weight scales are fp16 in the tile layout [k_block][n_tile][16 rows].
 //
@@ -33,7 +33,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-constexpr int W4AX_WARPS = 8;
 
 // Four A4 codes (16 bits, code j in nibble j) -> four int8 lanes holding 16 * code.
 COMET_DEVICE uint32_t widen_a4(uint32_t v) {
@@ -164,7 +163,7 @@ struct W4AxGroup {
     }
 };
 
-template <int BS, int MT, int NT, int G, bool PIPELINED>
+template <int BS, int MT, int NT, int G, bool PIPELINED, int WARPS>
 COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __restrict__ scale_w,
                                const uint8_t* __restrict__ a4, const int8_t* __restrict__ a8,
                                const float* __restrict__ scale_a, __nv_bfloat16* __restrict__ Y,
@@ -185,11 +184,11 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[nt][mt][i] = 0.f;
 
-    // Each warp takes groups of G consecutive K-blocks, W4AX_WARPS * G apart. PIPELINED: two
+    // Each warp takes groups of G consecutive K-blocks, WARPS * G apart. PIPELINED: two
     // register sets alternate, so while one group computes the next group's loads are in
     // flight (ncu at M = 1: one set left the loads idle during each compute phase, 2.05 TB/s
     // on 70B down). With more tokens the second set costs occupancy more than it gains.
-    constexpr int STRIDE = W4AX_WARPS * G;
+    constexpr int STRIDE = WARPS * G;
     W4AxGroup<BS, MT, NT, G> first;
     int kb0 = warp * G;
     if (PIPELINED) {
@@ -209,8 +208,8 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
         }
     }
 
-    // Reduce the 8 warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
-    __shared__ float partial[W4AX_WARPS][NT * MT * 4][32];
+    // Reduce the warps' partial sums; [warp][slot][lane] keeps the stores conflict-free.
+    __shared__ float partial[WARPS][NT * MT * 4][32];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -218,11 +217,11 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 #pragma unroll
             for (int i = 0; i < 4; ++i) partial[warp][(nt * MT + mt) * 4 + i][lane] = acc[nt][mt][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < NT * MT * 4 * 32; idx += W4AX_WARPS * 32) {
+    for (int idx = threadIdx.x; idx < NT * MT * 4 * 32; idx += WARPS * 32) {
         const int slot = idx / 32, l = idx % 32;
         float sum = 0.f;
 #pragma unroll
-        for (int w = 0; w < W4AX_WARPS; ++w) sum += partial[w][slot][l];
+        for (int w = 0; w < WARPS; ++w) sum += partial[w][slot][l];
         const int nt = slot / (MT * 4), mt = slot / 4 % MT, i = slot % 4;
         const int row = (tile0 + nt) * 16 + (l >> 2) + (i >= 2 ? 8 : 0);
         const int token = m0 + mt * 8 + 2 * (l & 3) + (i & 1);
@@ -230,34 +229,70 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
     }
 }
 
-// One entry point per (block size, m-tiles, n-tiles per warp); the launcher picks MT from M
-// and NT from N. G (K-blocks in flight per warp) trades registers for memory parallelism.
-#define W4AX_SMALL_M(BS, MT, NT, G, PIPELINED)                                                        \
-    extern "C" __global__ void __launch_bounds__(W4AX_WARPS * 32) w4ax_small_m_bs##BS##_mt##MT##_nt##NT( \
+// Asks L2 for the weights (and their scales) of each warp's first GROUPS groups of G K-blocks,
+// as w4ax_small_m will load them. The weights are written once at load time, never by the
+// kernels just before, so this runs before begin_dependent_work: launched as a dependent, the
+// GEMM starts pulling its weights from HBM while the kernel that quantizes its activations
+// still runs (prefetch_l2 is safe regardless). One lane per 128-byte line.
+template <int BS, int NT, int G, int GROUPS, int WARPS>
+COMET_DEVICE void w4ax_prefetch_first_groups(const uint4* W, const __half* scale_w, int N, int blocks) {
+    constexpr int CHUNKS = BS / 64;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int tiles = (N + 15) / 16, tile0 = blockIdx.x * NT;
+    if (blockIdx.z != 0 || lane % 8 != 0) return;  // the m-tiles along z share the weights
+#pragma unroll
+    for (int group = 0; group < GROUPS; ++group)
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int kb = warp * G + group * WARPS * G + j;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                if (kb >= blocks || tile0 + nt >= tiles) continue;
+                const size_t record = size_t(kb) * tiles + tile0 + nt;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) prefetch_l2(W + (record * CHUNKS + c) * 32 + lane);
+                if (lane == 0) prefetch_l2(scale_w + record * 16);
+            }
+        }
+}
+
+// One entry point per (block size, m-tiles, n-tiles per warp, warps per block); the launcher
+// picks MT from M and NT and WARPS from N. G (K-blocks in flight per warp) trades registers for
+// memory parallelism.
+#define W4AX_SMALL_M(BS, MT, NT, G, PIPELINED, WARPS)                                                 \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) w4ax_small_m_bs##BS##_mt##MT##_nt##NT##_w##WARPS( \
         const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,                 \
         const float* scale_a, __nv_bfloat16* Y, int M, int N, int int4_blocks, int int8_blocks) {    \
-        w4ax_small_m<BS, MT, NT, G, PIPELINED>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks,     \
-                                                int8_blocks);                                         \
+        w4ax_prefetch_first_groups<BS, NT, G, PIPELINED ? 2 : 1, WARPS>(W, scale_w, N, int4_blocks + int8_blocks); \
+        begin_dependent_work();                                                                      \
+        w4ax_small_m<BS, MT, NT, G, PIPELINED, WARPS>(W, scale_w, a4, a8, scale_a, Y, M, N, int4_blocks, \
+                                                       int8_blocks);                                  \
     }
 // G x NT KiB of weights per register set (at BS = 128); measured on the H200 (bench/NOTES.md).
-W4AX_SMALL_M(128, 1, 1, 2, true)
-W4AX_SMALL_M(128, 2, 1, 2, false)
-W4AX_SMALL_M(128, 4, 1, 1, false)
-W4AX_SMALL_M(128, 1, 2, 1, true)
-W4AX_SMALL_M(128, 2, 2, 2, false)
-W4AX_SMALL_M(128, 4, 2, 1, false)
-W4AX_SMALL_M(64, 1, 1, 4, true)
-W4AX_SMALL_M(64, 2, 1, 4, false)
-W4AX_SMALL_M(64, 4, 1, 2, false)
-W4AX_SMALL_M(64, 1, 2, 2, true)
-W4AX_SMALL_M(64, 2, 2, 4, false)
-W4AX_SMALL_M(64, 4, 2, 2, false)
+// Blocks of 4 warps at M <= 8 only: a tile's K loop over half the warps, twice the blocks per SM.
+W4AX_SMALL_M(128, 1, 1, 2, true, 8)
+W4AX_SMALL_M(128, 2, 1, 2, false, 8)
+W4AX_SMALL_M(128, 4, 1, 1, false, 8)
+W4AX_SMALL_M(128, 1, 2, 1, true, 8)
+W4AX_SMALL_M(128, 2, 2, 2, false, 8)
+W4AX_SMALL_M(128, 4, 2, 1, false, 8)
+W4AX_SMALL_M(64, 1, 1, 4, true, 8)
+W4AX_SMALL_M(64, 2, 1, 4, false, 8)
+W4AX_SMALL_M(64, 4, 1, 2, false, 8)
+W4AX_SMALL_M(64, 1, 2, 2, true, 8)
+W4AX_SMALL_M(64, 2, 2, 4, false, 8)
+W4AX_SMALL_M(64, 4, 2, 2, false, 8)
+W4AX_SMALL_M(128, 1, 1, 2, true, 4)
+W4AX_SMALL_M(128, 1, 2, 1, true, 4)
+W4AX_SMALL_M(64, 1, 1, 4, true, 4)
+W4AX_SMALL_M(64, 1, 2, 2, true, 4)
 
 // The split-K epilogue of both large-M kernels (w4ax_gemm_sm90.cu, w4ax_gemm_sm80.cu), here
 // because this file is loaded on every GPU.
 // Y = bf16(partial), and partial back to zero: the split-K workspace stays zeroed between
 // uses, so no memset precedes the next GEMM. Four elements per thread.
 extern "C" __global__ void w4ax_split_k_finish(float* partial, __nv_bfloat16* Y, int count) {
+    begin_dependent_work();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i + 4 <= count) {
         const float4 v = *reinterpret_cast<const float4*>(partial + i);

@@ -256,5 +256,6 @@ COMET_DEVICE void w4ax_mma_sync_large_m(const uint8_t* __restrict__ W, const __h
 extern "C" __global__ void __launch_bounds__(AM_THREADS, 1) w4ax_mma_sync_large_m_bs128(
     const uint8_t* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8, const float* scale_a,
     __nv_bfloat16* Y, float* partial, int M, int N, int int4_blocks, int int8_blocks, int blocks_per_split) {
+    begin_dependent_work();
     w4ax_mma_sync_large_m(W, scale_w, a4, a8, scale_a, Y, partial, M, N, int4_blocks, int8_blocks, blocks_per_split);
 }

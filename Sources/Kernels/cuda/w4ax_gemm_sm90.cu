@@ -291,6 +291,7 @@ COMET_DEVICE void w4ax_large_m(const uint4* __restrict__ W, const __half* __rest
 extern "C" __global__ void __launch_bounds__(LM_THREADS, 1) w4ax_large_m_bs128(
     const uint4* W, const __half* scale_w, const int8_t* codes, const float* scale_a, __nv_bfloat16* Y, float* partial,
     int M, int N, int blocks, int blocks_per_split) {
+    begin_dependent_work();
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     w4ax_large_m(W, scale_w, codes, scale_a, Y, partial, M, N, blocks, blocks_per_split);
 #else
