@@ -123,8 +123,14 @@ private func withDependentLaunchConfig(
     try withUnsafeTemporaryAllocation(byteCount: 56 + 72, alignment: 16) { raw in
         raw.initializeMemory(as: UInt8.self, repeating: 0)
         let base = raw.baseAddress!, attribute = base + 56
-        let dims = [grid.x, grid.y, grid.z, block.x, block.y, block.z, sharedMemoryBytes]
-        for (i, value) in dims.enumerated() { base.storeBytes(of: UInt32(value), toByteOffset: 4 * i, as: UInt32.self) }
+        // Field by field: an array of the seven values would allocate on every launch.
+        base.storeBytes(of: UInt32(grid.x), toByteOffset: 0, as: UInt32.self)
+        base.storeBytes(of: UInt32(grid.y), toByteOffset: 4, as: UInt32.self)
+        base.storeBytes(of: UInt32(grid.z), toByteOffset: 8, as: UInt32.self)
+        base.storeBytes(of: UInt32(block.x), toByteOffset: 12, as: UInt32.self)
+        base.storeBytes(of: UInt32(block.y), toByteOffset: 16, as: UInt32.self)
+        base.storeBytes(of: UInt32(block.z), toByteOffset: 20, as: UInt32.self)
+        base.storeBytes(of: UInt32(sharedMemoryBytes), toByteOffset: 24, as: UInt32.self)
         base.storeBytes(of: stream.handle, toByteOffset: 32, as: Handle.self)
         base.storeBytes(of: attribute, toByteOffset: 40, as: UnsafeMutableRawPointer.self)
         base.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)

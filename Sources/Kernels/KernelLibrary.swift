@@ -8,9 +8,10 @@ public final class KernelLibrary: Sendable {
     public let compiler: KernelCompiler
     /// The NVRTC target of this GPU (`sm_90a` on an H200).
     public let arch: String
-    /// Whether this library's kernels are launched as programmatic dependents where the GPU
-    /// supports it (every kernel of Sources/Kernels/cuda begins with `begin_dependent_work`,
-    /// which makes that sound; `EmbeddedSourcesTests` holds each kernel to it).
+    /// Whether this library asks for its kernels to be launched as programmatic dependents; the
+    /// module grants it where the GPU supports it (`CUDAModule.function`). Every kernel of
+    /// Sources/Kernels/cuda begins with `begin_dependent_work`, which makes that sound;
+    /// `EmbeddedSourcesTests` holds each kernel to it.
     public let dependentLaunch: Bool
     private let modules = Mutex<[String: CUDAModule]>([:])
 
@@ -18,7 +19,7 @@ public final class KernelLibrary: Sendable {
         self.context = context
         self.compiler = compiler
         self.arch = context.device.architecture
-        self.dependentLaunch = dependentLaunch && context.supportsDependentLaunch
+        self.dependentLaunch = dependentLaunch
     }
 
     /// The kernel `name` defined in the embedded file `source`.

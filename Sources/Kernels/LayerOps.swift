@@ -1,8 +1,9 @@
 import CUDA
 import Quant
 
-/// The row and element-wise kernels of layer_ops.cu: embedding gather, RMSNorm (with
-/// the residual add before it fused) and SwiGLU to bf16, and a bias add. Each checks its buffers against the sizes it is given.
+/// The row and element-wise kernels of layer_ops.cu: embedding gather, RMSNorm (with the
+/// residual add before it fused) and SwiGLU to bf16, and a bias add. Each checks its buffers
+/// against the sizes it is given.
 public struct LayerOps: Sendable {
     let gather: KernelFunction, norm: KernelFunction, swiGLU: KernelFunction, bias: KernelFunction
     /// `LAYER_THREADS` of layer_ops.cu.

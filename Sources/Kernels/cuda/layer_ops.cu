@@ -1,6 +1,6 @@
 // The small element-wise and row kernels of a transformer layer that are not fused into the
-// FMPQ quantize kernels: embedding gather, RMSNorm to bf16 (with the residual add before it) (final norm before
-// the LM head, and every norm of the bf16 baseline), SwiGLU to bf16 (bf16 baseline) and the
+// FMPQ quantize kernels: embedding gather, RMSNorm to bf16 with the residual add before it
+// fused (final norm before the LM head, and every norm of the bf16 baseline), SwiGLU to bf16 (bf16 baseline) and the
 // q/k/v bias (Qwen2). All bf16 in and out, fp32 arithmetic, round-to-nearest on store.
 //
 // Rows are at most a few thousand channels: one block of 256 threads per row (SwiGLU: one thread
