@@ -208,6 +208,10 @@ public struct DecodeAttentionKernel: Sendable {
         }
         let partOut = workspace.pointer, partML = workspace.pointer(at: partials * d)
         if tensorCores {
+            // The kernel reads each lane's Q slice in 16-byte loads.
+            guard q.pointer % 16 == 0 else {
+                throw CUDAError.invalidArgument("decode attention: q at \(q.pointer) is not 16-byte aligned")
+            }
             // M rows in use per CTA: its heads, times the rows of a tile when tiled.
             let mRows = perCTA * (tiles == nil ? 1 : Self.queryRowsPerTile(format: cache.format, qHeads: qHeads, kvHeads: cache.kvHeads))
             let function = tensorCoreKV4[TensorCoreVariant(headDim: d, heads: mRows > 8 ? 16 : 8, stages: tuning.stages)]

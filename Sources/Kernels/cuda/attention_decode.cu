@@ -438,9 +438,10 @@ template <int D> struct KV4Block {
 };
 
 // O += P' V for one 8-dim tile. Without UPPER (at most 8 heads) rows 8-15 are padding: their
-// accumulators are not kept (zero in, result dropped), which saves half of them in registers.
+// accumulators are not kept (c holds rows g only; zero in, result dropped), which saves half
+// of them in registers.
 template <bool UPPER>
-COMET_DEVICE void mma_acc(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+COMET_DEVICE void mma_acc(float (&c)[UPPER ? 4 : 2], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     if constexpr (UPPER) {
         mma_m16n8k16_f16(c, a, b0, b1);
     } else {
@@ -451,121 +452,116 @@ COMET_DEVICE void mma_acc(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, ui
     }
 }
 
-template <int D, bool UPPER, int STAGES>
-COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, const uint8_t* __restrict__ k_cache,
-                                           const uint8_t* __restrict__ v_cache, const __half2* __restrict__ k_params,
-                                           const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
-                                           int max_pages, const int32_t* __restrict__ lengths, int kv_heads, int group,
-                                           int page_size, float softmax_scale, int split_len, float* __restrict__ part_out,
-                                           float* __restrict__ part_ml, const int32_t* __restrict__ tiles, int query_rows) {
-    constexpr int CHUNKS = D / 16;  // K steps of S^T (16 dims each)
-    constexpr int KWORDS = KV4Block<D>::KWORDS;  // 32-bit words of a lane's K slice (D/8 bytes)
-    constexpr int VTILES = D / 8;   // N tiles of O (8 dims each)
-    constexpr int VWORDS = KV4Block<D>::VWORDS;  // words of a lane's V slice (D/16 bytes)
-    constexpr int WARPS = ATTN_THREADS / 32;
-    const int heads = group < 16 ? group : 16;  // query heads of this CTA (the launcher: 16 divides larger groups)
-    // (The launcher picks UPPER exactly when heads > 8.)
-    const int subgroups = group / heads;
-    const int kvh = blockIdx.x / subgroups, h0 = kvh * group + (blockIdx.x % subgroups) * heads;
-    const int split = blockIdx.z, q_heads = kv_heads * group;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    // Query rows of this CTA: decode, row y alone; prefill, tile y (see above).
-    // (Read as two int32: the runner stages the list at any 4-byte offset, too loose for int2.)
-    const int2 tile = tiles != nullptr ? make_int2(tiles[2 * blockIdx.y], tiles[2 * blockIdx.y + 1]) : make_int2(blockIdx.y, 1);
-    const int row0 = tile.x;  // a tile past the rows, or longer than 16 M rows, is cut to fit
-    const int count = row0 >= 0 && row0 < query_rows ? max(0, min(min(tile.y, 16 / heads), query_rows - row0)) : 0;
-    const int rows = count * heads;  // M rows in use
-    int length = 0;  // the longest causal length of the CTA's rows
-    for (int i = 0; i < count; ++i) length = max(length, lengths[row0 + i]);
-    length = min(length, max_pages * page_size);
-    const int start = split * split_len, end = min(length, start + split_len), n = end - start;
-    const int32_t* table = block_table + size_t(row0) * max_pages;
+// One M tile of work: up to 16 query rows (heads of one query row, or query tiles of a
+// prefill) of one KV head, over one split of its tokens. Partials of M row m go to slot(m).
+struct KV4Item {
+    int kvh, h0, row0, rows, split, start, end;
+    const int32_t* table;  // the block-table row of the tile's first query row
+
+    COMET_DEVICE int blocks() const { return end > start ? (end - start + 15) / 16 : 0; }
     // Partial results [split][query row][q_head] of M row m.
-    auto slot = [&](int m) -> size_t { return (size_t(split) * query_rows + row0 + m / heads) * q_heads + h0 + m % heads; };
-
-    // Dynamic shared memory: the warps' pipeline rings [WARPS][STAGES][KV4Stage], and after the
-    // loop (a barrier apart) the cross-warp reduction red[WARPS][16][D + 1] over the same bytes.
-    extern __shared__ __align__(16) uint8_t smem[];
-    auto red = reinterpret_cast<float (*)[16][D + 1]>(smem);
-    uint8_t* ring = smem + warp * STAGES * KV4Stage<D>::BYTES;
-    __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16], warp_w[WARPS][16], cta_m[16];
-
-    if (n <= 0) {
-        for (int i = threadIdx.x; i < rows * D; i += ATTN_THREADS) part_out[slot(i / D) * D + i % D] = 0.f;
-        if (threadIdx.x < rows) {
-            part_ml[slot(threadIdx.x) * 2] = negative_infinity();
-            part_ml[slot(threadIdx.x) * 2 + 1] = 0.f;
-        }
-        return;
+    COMET_DEVICE size_t slot(int m, int heads, int query_rows, int q_heads) const {
+        return (size_t(split) * query_rows + row0 + m / heads) * q_heads + h0 + m % heads;
     }
+};
 
-    // Q fragments (rows g and g + 8), dims in the lanes' K order: chunk 2j takes dims
-    // t*D/4 + 8j + {0, 4 | 1, 5}, chunk 2j + 1 dims + {2, 6 | 3, 7} (see nibble_pair below).
-    // Each M row's own end: its causal length within this split (rows past `rows`: the CTA's).
-    uint32_t qa[CHUNKS][4];
-    float qsum[2] = {0.f, 0.f};
+// Item (x, y, z): x picks the KV head (and which 16 heads of a larger group), y the query row
+// (decode) or query tile (prefill, see above), z the split of `split_len` tokens.
+COMET_DEVICE KV4Item kv4_item(int x, int y, int z, int group, int heads, const int32_t* tiles, const int32_t* lengths,
+                              const int32_t* block_table, int max_pages, int page_size, int query_rows, int split_len) {
+    const int subgroups = group / heads;
+    KV4Item item;
+    item.kvh = x / subgroups;
+    item.h0 = item.kvh * group + (x % subgroups) * heads;
+    // (Read as two int32: the runner stages the list at any 4-byte offset, too loose for int2.)
+    const int2 tile = tiles != nullptr ? make_int2(tiles[2 * y], tiles[2 * y + 1]) : make_int2(y, 1);
+    item.row0 = tile.x;  // a tile past the rows, or longer than 16 M rows, is cut to fit
+    const int count = tile.x >= 0 && tile.x < query_rows ? max(0, min(min(tile.y, 16 / heads), query_rows - tile.x)) : 0;
+    item.rows = count * heads;
+    int length = 0;  // the longest causal length of the tile's rows
+    for (int i = 0; i < count; ++i) length = max(length, lengths[tile.x + i]);
+    length = min(length, max_pages * page_size);
+    item.split = z;
+    item.start = z * split_len;
+    item.end = min(length, item.start + split_len);
+    item.table = block_table + size_t(tile.x) * max_pages;
+    return item;
+}
+
+// The Q side of a warp's M tile: fragments of rows g and g + 8, with dims in the lanes' K order
+// (chunk 2j takes dims t*D/4 + 8j + {0, 4 | 1, 5}, chunk 2j + 1 dims + {2, 6 | 3, 7}: see
+// nibble_pair), sum(q) per row, and each row's causal end within the item. Rows past the
+// item's (and rows g + 8 without UPPER) are zero and end with the item.
+template <int D> struct KV4Query {
+    uint32_t qa[D / 16][4];
+    float qsum[2];
     int row_end[2];
+
+    template <bool UPPER>
+    COMET_DEVICE void load(const __nv_bfloat16* q, const KV4Item& item, const int32_t* lengths, int heads, int q_heads,
+                           float softmax_scale, int g, int t) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int m_row = g + 8 * r;
-        const bool live = m_row < rows && (UPPER || r == 0);
-        const int qrow = row0 + m_row / heads, h = m_row % heads;
-        row_end[r] = live ? min(end, lengths[qrow]) : end;
-        float v[D / 4];
+        for (int r = 0; r < 2; ++r) {
+            const int m_row = g + 8 * r;
+            const bool live = m_row < item.rows && (UPPER || r == 0);
+            const int qrow = item.row0 + m_row / heads;
+            row_end[r] = live ? min(item.end, lengths[qrow]) : item.end;
+            // This lane's D/4 consecutive values (32 or 64 bytes; rows are D * 2 bytes apart).
+            const uint4* src = reinterpret_cast<const uint4*>(q + (size_t(qrow) * q_heads + item.h0 + m_row % heads) * D + t * (D / 4));
+            float v[D / 4];
+            qsum[r] = 0.f;
 #pragma unroll
-        for (int i = 0; i < D / 4; ++i) {
-            v[i] = live ? __half2float(__float2half_rn(
-                       __bfloat162float(q[(size_t(qrow) * q_heads + h0 + h) * D + t * (D / 4) + i]) * softmax_scale)) : 0.f;
-            qsum[r] += v[i];
+            for (int i = 0; i < D / 32; ++i) {
+                const uint4 w = live ? src[i] : make_uint4(0u, 0u, 0u, 0u);
+                const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
+                    v[8 * i + 2 * j] = __half2float(__float2half_rn(f.x * softmax_scale));
+                    v[8 * i + 2 * j + 1] = __half2float(__float2half_rn(f.y * softmax_scale));
+                    qsum[r] += v[8 * i + 2 * j] + v[8 * i + 2 * j + 1];
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < D / 32; ++j) {
+                qa[2 * j][r] = pack_half2(v[8 * j + 0], v[8 * j + 4]);
+                qa[2 * j][r + 2] = pack_half2(v[8 * j + 1], v[8 * j + 5]);
+                qa[2 * j + 1][r] = pack_half2(v[8 * j + 2], v[8 * j + 6]);
+                qa[2 * j + 1][r + 2] = pack_half2(v[8 * j + 3], v[8 * j + 7]);
+            }
+            // sum(q) over all D dims: the four lanes of a row hold a quarter each.
+            qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 1);
+            qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 2);
         }
-#pragma unroll
-        for (int j = 0; j < KWORDS; ++j) {
-            qa[2 * j][r] = pack_half2(v[8 * j + 0], v[8 * j + 4]);
-            qa[2 * j][r + 2] = pack_half2(v[8 * j + 1], v[8 * j + 5]);
-            qa[2 * j + 1][r] = pack_half2(v[8 * j + 2], v[8 * j + 6]);
-            qa[2 * j + 1][r + 2] = pack_half2(v[8 * j + 3], v[8 * j + 7]);
-        }
-        // sum(q) over all D dims: the four lanes of a row hold a quarter each.
-        qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 1);
-        qsum[r] += __shfl_xor_sync(0xffffffffu, qsum[r], 2);
     }
-    // Rows g + 8 are padding unless the CTA has more than 8 heads (UPPER): skip their softmax.
-    constexpr bool upper_rows = UPPER;
+};
 
-    float acc[VTILES][4];
-#pragma unroll
-    for (int i = 0; i < VTILES; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-    float m[2] = {negative_infinity(), negative_infinity()}, l[2] = {0.f, 0.f}, z[2] = {0.f, 0.f};
+// A warp's online softmax over the blocks it has added: per row (g, g + 8) the running max m,
+// sum l and V-zero term z = sum p * v_zero (parts per lane until reduce_rows), and the O
+// accumulators acc[tile][c]: row g + 8 (c >> 1), dim (2t + (c & 1)) * D/8 + tile (rows g + 8
+// only with UPPER).
+template <int D, bool UPPER> struct KV4Softmax {
+    static constexpr int KWORDS = KV4Block<D>::KWORDS;  // 32-bit words of a lane's K slice (D/8 bytes)
+    static constexpr int VTILES = D / 8;                // N tiles of O (8 dims each)
+    static constexpr int VWORDS = KV4Block<D>::VWORDS;  // words of a lane's V slice (D/16 bytes)
+    static constexpr int ROWS = UPPER ? 2 : 1;          // rows of acc per lane: g (and g + 8)
+    float acc[VTILES][2 * ROWS];
+    float m[2], l[2], z[2];
 
-    // The warp's blocks are t0 = start + 16 (warp + WARPS i), i < blocks; block i + STAGES - 1 is
-    // copied while block i is computed (one commit group per block, empty past the end, so the
-    // wait below always means "block i has landed"). With pages holding whole 16-token blocks
-    // (the usual 16, 32, 64) a block's rows are consecutive and its page index is read one
-    // block before its copies are issued, so the issue does not wait on the table.
-    const bool whole = (page_size & 15) == 0;
-    const int step = 16 * WARPS, first_block = start + 16 * warp;
-    const int blocks = first_block < end ? (end - first_block + step - 1) / step : 0;
-    auto page_of = [&](int i) -> int32_t { return whole && i < blocks ? __ldg(table + (first_block + step * i) / page_size) : 0; };
-    auto issue = [&](int i, int32_t page) {
-        if (i < blocks) {
-            const int tb = first_block + step * i;
-            KV4Stage<D>::issue(ring + (i % STAGES) * KV4Stage<D>::BYTES, k_cache, v_cache, k_params, v_params, table, tb,
-                               end, kv_heads, kvh, page_size, whole,
-                               whole ? page_row(page, tb % page_size, kv_heads, kvh, page_size) : 0, lane);
-        }
-        cp_async_commit();
-    };
+    COMET_DEVICE void reset() {
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) issue(i, page_of(i));
-    int32_t next_page = page_of(STAGES - 1);
-    for (int i = 0; i < blocks; ++i) {
-        const int t0 = first_block + step * i;
-        issue(i + STAGES - 1, next_page);
-        next_page = page_of(i + STAGES);
-        cp_async_wait<STAGES - 1>();
-        __syncwarp();
+        for (int i = 0; i < VTILES; ++i)
+#pragma unroll
+            for (int c = 0; c < 2 * ROWS; ++c) acc[i][c] = 0.f;
+        m[0] = m[1] = negative_infinity();
+        l[0] = l[1] = z[0] = z[1] = 0.f;
+    }
+
+    // Adds the 16-token block t0, staged at `stage` (landed: the caller has waited for it).
+    // Reads its fragments first and then lets the warp refill the stage (__syncwarp).
+    COMET_DEVICE void add(const KV4Query<D>& query, const uint8_t* stage, int t0, int g, int t) {
         KV4Block<D> block;
-        block.read(ring + (i % STAGES) * KV4Stage<D>::BYTES, g, t);
+        block.read(stage, g, t);
         __syncwarp();  // every lane has its fragments: the stage may be refilled
         const auto& kw = block.kw;
         const auto& vw = block.vw;
@@ -585,8 +581,8 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
             for (int j = 0; j < KWORDS; ++j) {
                 // Codes enter as 1024 + code (exact in fp16; products exact in fp32): q . (1024 + c)
                 // = q . c + 1024 sum(q), taken out below with the zero term.
-                mma_m16n8k16_f16(sc[i], qa[2 * j], nibble_pair_biased(kw[i][j], 0), nibble_pair_biased(kw[i][j], 4));
-                mma_m16n8k16_f16(sc[i], qa[2 * j + 1], nibble_pair_biased(kw[i][j], 8), nibble_pair_biased(kw[i][j], 12));
+                mma_m16n8k16_f16(sc[i], query.qa[2 * j], nibble_pair_biased(kw[i][j], 0), nibble_pair_biased(kw[i][j], 4));
+                mma_m16n8k16_f16(sc[i], query.qa[2 * j + 1], nibble_pair_biased(kw[i][j], 8), nibble_pair_biased(kw[i][j], 12));
             }
         }
         // sc[i][c]: token t0 + 8 i + 2t + (c & 1), head g + 8 (c >> 1); its params are kp[2 i + (c & 1)].
@@ -597,7 +593,8 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
             for (int c = 0; c < 4; ++c) {
                 const int tok = t0 + 8 * i + 2 * t + (c & 1);
                 const float2 ps = kp[2 * i + (c & 1)];
-                sc[i][c] = tok < row_end[c >> 1] ? ps.x * sc[i][c] + (ps.y - 1024.f * ps.x) * qsum[c >> 1] : negative_infinity();
+                sc[i][c] = tok < query.row_end[c >> 1] ? ps.x * sc[i][c] + (ps.y - 1024.f * ps.x) * query.qsum[c >> 1]
+                                                       : negative_infinity();
                 block_max[c >> 1] = fmaxf(block_max[c >> 1], sc[i][c]);
             }
         float alpha[2];
@@ -618,19 +615,19 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
             for (int i = 0; i < VTILES; ++i) {
-                acc[i][0] *= alpha[0]; acc[i][1] *= alpha[0];
-                acc[i][2] *= alpha[1]; acc[i][3] *= alpha[1];
+#pragma unroll
+                for (int c = 0; c < 2 * ROWS; ++c) acc[i][c] *= alpha[c >> 1];
             }
         }
         // P' = p * v_scale as the A fragment of O += P' V: a0 = tile 0 (c0, c1), a1 = tile 0 (c2, c3),
-        // a2 = tile 1 (c0, c1), a3 = tile 1 (c2, c3).
+        // a2 = tile 1 (c0, c1), a3 = tile 1 (c2, c3). Rows g + 8 are padding without UPPER.
         uint32_t pa[4] = {0u, 0u, 0u, 0u};
         const float base[2] = {m[0] == negative_infinity() ? 0.f : m[0], m[1] == negative_infinity() ? 0.f : m[1]};
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                if (r == 1 && !upper_rows) continue;
+                if (r == 1 && !UPPER) continue;
                 float pv[2];
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
@@ -654,22 +651,101 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         }
     }
 
-    cp_async_wait<0>();  // (only empty groups remain; the rings become `red` below)
-
-    // The lanes of a row (t = 0..3) hold parts of l and z: sum them.
+    // After the last block: the lanes of a row (t = 0..3) hold parts of l and z; sum them.
+    COMET_DEVICE void reduce_rows() {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        z[r] += __shfl_xor_sync(0xffffffffu, z[r], 1);
-        z[r] += __shfl_xor_sync(0xffffffffu, z[r], 2);
+        for (int r = 0; r < 2; ++r) {
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+            z[r] += __shfl_xor_sync(0xffffffffu, z[r], 1);
+            z[r] += __shfl_xor_sync(0xffffffffu, z[r], 2);
+        }
     }
+};
+
+// Partials of an item without tokens (or rows): zero output, max -inf, sum 0.
+COMET_DEVICE void kv4_empty_partials(const KV4Item& item, int heads, int query_rows, int q_heads, int D, int first,
+                                     int stride, float* part_out, float* part_ml) {
+    for (int i = first; i < item.rows * D; i += stride) part_out[item.slot(i / D, heads, query_rows, q_heads) * D + i % D] = 0.f;
+    for (int m = first; m < item.rows; m += stride) {
+        part_ml[item.slot(m, heads, query_rows, q_heads) * 2] = negative_infinity();
+        part_ml[item.slot(m, heads, query_rows, q_heads) * 2 + 1] = 0.f;
+    }
+}
+
+// Grid (columns, query rows or tiles, splits), one item per CTA; its 4 warps take the item's
+// blocks in turn (warp w: blocks w, w + 4, ...) and merge in shared memory.
+template <int D, bool UPPER, int STAGES>
+COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, const uint8_t* __restrict__ k_cache,
+                                           const uint8_t* __restrict__ v_cache, const __half2* __restrict__ k_params,
+                                           const __half2* __restrict__ v_params, const int32_t* __restrict__ block_table,
+                                           int max_pages, const int32_t* __restrict__ lengths, int kv_heads, int group,
+                                           int page_size, float softmax_scale, int split_len, float* __restrict__ part_out,
+                                           float* __restrict__ part_ml, const int32_t* __restrict__ tiles, int query_rows) {
+    constexpr int VTILES = D / 8;
+    constexpr int WARPS = ATTN_THREADS / 32;
+    const int heads = group < 16 ? group : 16;  // query heads of an item (the launcher: 16 divides larger groups)
+    // (The launcher picks UPPER exactly when an item has more than 8 M rows.)
+    const int q_heads = kv_heads * group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const KV4Item item = kv4_item(blockIdx.x, blockIdx.y, blockIdx.z, group, heads, tiles, lengths, block_table, max_pages,
+                                  page_size, query_rows, split_len);
+    const int rows = item.rows, start = item.start, end = item.end;
+
+    // Dynamic shared memory: the warps' pipeline rings [WARPS][STAGES][KV4Stage], and after the
+    // loop (a barrier apart) the cross-warp reduction red[WARPS][16][D + 1] over the same bytes.
+    extern __shared__ __align__(16) uint8_t smem[];
+    auto red = reinterpret_cast<float (*)[16][D + 1]>(smem);
+    uint8_t* ring = smem + warp * STAGES * KV4Stage<D>::BYTES;
+    __shared__ float warp_m[WARPS][16], warp_l[WARPS][16], warp_z[WARPS][16], warp_w[WARPS][16], cta_m[16];
+
+    if (item.blocks() == 0) {
+        kv4_empty_partials(item, heads, query_rows, q_heads, D, threadIdx.x, ATTN_THREADS, part_out, part_ml);
+        return;
+    }
+    KV4Query<D> query;
+    query.template load<UPPER>(q, item, lengths, heads, q_heads, softmax_scale, g, t);
+    KV4Softmax<D, UPPER> soft;
+    soft.reset();
+
+    // The warp's blocks are t0 = start + 16 (warp + WARPS i), i < blocks; block i + STAGES - 1 is
+    // copied while block i is computed (one commit group per block, empty past the end, so the
+    // wait below always means "block i has landed"). With pages holding whole 16-token blocks
+    // (the usual 16, 32, 64) a block's rows are consecutive and its page index is read one
+    // block before its copies are issued, so the issue does not wait on the table.
+    const int32_t* table = item.table;
+    const bool whole = (page_size & 15) == 0;
+    const int step = 16 * WARPS, first_block = start + 16 * warp;
+    const int blocks = first_block < end ? (end - first_block + step - 1) / step : 0;
+    auto page_of = [&](int i) -> int32_t { return whole && i < blocks ? __ldg(table + (first_block + step * i) / page_size) : 0; };
+    auto issue = [&](int i, int32_t page) {
+        if (i < blocks) {
+            const int tb = first_block + step * i;
+            KV4Stage<D>::issue(ring + (i % STAGES) * KV4Stage<D>::BYTES, k_cache, v_cache, k_params, v_params, table, tb,
+                               end, kv_heads, item.kvh, page_size, whole,
+                               whole ? page_row(page, tb % page_size, kv_heads, item.kvh, page_size) : 0, lane);
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) issue(i, page_of(i));
+    int32_t next_page = page_of(STAGES - 1);
+    for (int i = 0; i < blocks; ++i) {
+        issue(i + STAGES - 1, next_page);
+        next_page = page_of(i + STAGES);
+        cp_async_wait<STAGES - 1>();
+        __syncwarp();
+        soft.add(query, ring + (i % STAGES) * KV4Stage<D>::BYTES, first_block + step * i, g, t);
+    }
+    cp_async_wait<0>();  // (only empty groups remain; the rings become `red` below)
+    soft.reduce_rows();
+
     if (t == 0) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            warp_m[warp][g + 8 * r] = m[r];
-            warp_l[warp][g + 8 * r] = l[r];
-            warp_z[warp][g + 8 * r] = z[r];
+            warp_m[warp][g + 8 * r] = soft.m[r];
+            warp_l[warp][g + 8 * r] = soft.l[r];
+            warp_z[warp][g + 8 * r] = soft.z[r];
         }
     }
     __syncthreads();
@@ -686,13 +762,12 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
     }
     __syncthreads();
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < KV4Softmax<D, UPPER>::ROWS; ++r) {  // (rows g + 8 are never read without UPPER)
         const float w8 = warp_w[warp][g + 8 * r];
-        // acc[tile][2r + e]: head g + 8r, dim (2t + e) * D/8 + tile.
 #pragma unroll
         for (int i = 0; i < VTILES; ++i)
 #pragma unroll
-            for (int e = 0; e < 2; ++e) red[warp][g + 8 * r][(2 * t + e) * (D / 8) + i] = acc[i][2 * r + e] * w8;
+            for (int e = 0; e < 2; ++e) red[warp][g + 8 * r][(2 * t + e) * (D / 8) + i] = soft.acc[i][2 * r + e] * w8;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < rows * D; i += ATTN_THREADS) {
@@ -700,15 +775,15 @@ COMET_DEVICE void decode_attention_kv4_mma(const __nv_bfloat16* __restrict__ q, 
         float sum = 0.f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) sum += red[w][h][d] + warp_w[w][h] * warp_z[w][h];
-        part_out[slot(h) * D + d] = sum;
+        part_out[item.slot(h, heads, query_rows, q_heads) * D + d] = sum;
     }
     if (threadIdx.x < rows) {
         const int h = threadIdx.x;
         float total = 0.f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) total += warp_w[w][h] * warp_l[w][h];
-        part_ml[slot(h) * 2] = cta_m[h];
-        part_ml[slot(h) * 2 + 1] = total;
+        part_ml[item.slot(h, heads, query_rows, q_heads) * 2] = cta_m[h];
+        part_ml[item.slot(h, heads, query_rows, q_heads) * 2 + 1] = total;
     }
 }
 
