@@ -30,8 +30,9 @@ enum DecodeAttentionChecks {
 
     /// The KV4 tensor-core kernel's pipeline depths, with the shortest and longest splits.
     static let kv4Tunings = [
-        DecodeAttentionKernel.Tuning(stages: 4), DecodeAttentionKernel.Tuning(stages: 8, splitLength: 64),
-        DecodeAttentionKernel.Tuning(stages: 8, splitLength: 4096),
+        DecodeAttentionKernel.Tuning(stages: 4), DecodeAttentionKernel.Tuning(stages: 8),
+        DecodeAttentionKernel.Tuning(stages: 4, splitLength: 64), DecodeAttentionKernel.Tuning(stages: 8, splitLength: 64),
+        DecodeAttentionKernel.Tuning(stages: 4, splitLength: 4096),
     ]
 
     static let kv4 = GPUCheck("decode_attention.kv4") { env in try run(.kv4, &env) }

@@ -24,11 +24,13 @@ public struct DecodeAttentionKernel: Sendable {
     static let tensorCoreCTAsPerSM = 3
 
     /// The tensor-core kernel's choices, fixed for benchmarks: pipeline depth (4 or 8) and tokens
-    /// per CTA (a multiple of 16, at least 64; nil: by the cost model of `splitLength`).
+    /// per CTA (a multiple of 16, at least 64; nil: by the cost model of `splitLength`). Since the
+    /// kernel stopped spilling, 4 stages beat 8 at every B >= 16 shape of `bench attention`, by
+    /// 2-10% on an H100 (bench/results/h100-2026-12-07e.md, call 3b).
     public struct Tuning: Sendable {
         public var stages: Int
         public var splitLength: Int?
-        public init(stages: Int = 8, splitLength: Int? = nil) {
+        public init(stages: Int = 4, splitLength: Int? = nil) {
             self.stages = stages
             self.splitLength = splitLength
         }

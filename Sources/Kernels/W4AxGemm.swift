@@ -90,9 +90,10 @@ public struct W4AxGemm: Sendable {
         return workspace
     }
 
-    /// n-tiles per warp: 2 (activation work shared by two tiles) when that still leaves at
-    /// least two blocks per SM, else 1.
-    func nTiles(forTiles tiles: Int) -> Int { tiles >= 4 * multiprocessors ? 2 : 1 }
+    /// n-tiles per warp: 2 (activation work shared by two tiles) when that still leaves every
+    /// SM a block, else 1. On an H100 at M = 1 (bench/results/h100-2026-12-07e.md, call 2):
+    /// 8B qkv (384 tiles) 11.7 -> 8.7 us with 2; down (256 tiles, K 14336) 16.9 us with 1, 17.5 with 2.
+    func nTiles(forTiles tiles: Int) -> Int { tiles >= 2 * multiprocessors ? 2 : 1 }
 
     /// 8-token m-tiles per block: the fewest that cover M, up to 4 (32 tokens); larger M is
     /// covered by more blocks along the grid's z.

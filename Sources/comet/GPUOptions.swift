@@ -22,10 +22,11 @@ struct GPUOptions: ParsableArguments {
     @Option(help: "GPU ordinal.")
     var device = 0
 
-    // Off by default: on an H100 it made the B = 1 decode step 6% faster and B = 16-256 3-12%
-    // slower (bench/results/h100-2026-12-07d.md, call 2).
-    @Flag(help: "Launch kernels as programmatic dependents (Hopper: each kernel's start overlaps the previous kernel's end); faster decode at batch 1, slower at larger batches on an H100.")
-    var dependentLaunch = false
+    // On by default: with kernels that do not trigger early (common.cuh) it made decode steps
+    // 0-2% faster at B = 1-256 on an H100 (bench/results/h100-2026-12-07e.md, call 2).
+    @Flag(inversion: .prefixedNo,
+          help: "Launch kernels as programmatic dependents (Hopper: each kernel is launched while the one before it finishes).")
+    var dependentLaunch = true
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 

@@ -15,14 +15,16 @@ typedef unsigned long long uint64_t;
 
 // Programmatic dependent launch (sm_90+; KernelFunction.dependentLaunch). Every comet kernel
 // calls this first, before any return and before touching memory that another kernel writes or
-// reads (EmbeddedSourcesTests checks each `__global__` body). launch_dependents lets the next
-// kernel on the stream be scheduled once every block of this grid has started; wait blocks
-// until the previous grid has completed and its writes are visible. Because every kernel waits,
-// a grid completes only after all grids before it, so a kernel may read what any earlier kernel
-// wrote. Without a dependent launch (or before sm_90) both are no-ops.
+// reads (EmbeddedSourcesTests checks each `__global__` body). The wait blocks until the previous
+// grid has completed and its writes are visible; because every kernel waits, a grid completes
+// only after all grids before it, so a kernel may read what any earlier kernel wrote. No kernel
+// triggers its dependents early (griddepcontrol.launch_dependents): the next kernel is launched
+// as this grid's blocks exit, which hides the launch gap. An early trigger at the start won 3%
+// more at B = 1 but lost 4-13% at B = 16-256 (likely: the next grid's blocks, waiting, held SM
+// slots that this grid's later blocks needed; H100, bench/results/h100-2026-12-07e.md). Without a dependent
+// launch (or before sm_90) the wait is a no-op.
 COMET_DEVICE void begin_dependent_work() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }

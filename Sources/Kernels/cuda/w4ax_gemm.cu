@@ -233,7 +233,7 @@ COMET_DEVICE void w4ax_small_m(const uint4* __restrict__ W, const __half* __rest
 // as w4ax_small_m will load them. The weights are written once at load time, never by the
 // kernels just before, so this runs before begin_dependent_work: launched as a dependent, the
 // GEMM starts pulling its weights from HBM while the kernel that quantizes its activations
-// still runs (prefetch_l2 is safe regardless). One lane per 128-byte line.
+// finishes (prefetch_l2 is safe regardless). One lane per 128-byte line.
 template <int BS, int NT, int G, int GROUPS, int WARPS>
 COMET_DEVICE void w4ax_prefetch_first_groups(const uint4* W, const __half* scale_w, int N, int blocks) {
     constexpr int CHUNKS = BS / 64;
