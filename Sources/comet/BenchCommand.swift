@@ -101,8 +101,9 @@ struct Bench: ParsableCommand {
             guard ["8b", "70b", "all"].contains(models) else { throw ValidationError("--models is 8b, 70b or all") }
             guard (0...1).contains(int8Share) else { throw ValidationError("--int8-share is between 0 and 1") }
             guard GemmBenchmark.Kernel(rawValue: kernel) != nil else { throw ValidationError("--kernel is auto, small-m or large-m") }
-            guard smallMNTiles.map({ [1, 2].contains($0) }) ?? true else { throw ValidationError("--small-m-n-tiles is 1 or 2") }
-            guard smallMWarps.map({ [4, 8].contains($0) }) ?? true else { throw ValidationError("--small-m-warps is 4 or 8") }
+            do { _ = try W4AxGemm.SmallMTuning(nTiles: smallMNTiles, warps: smallMWarps) } catch {
+                throw ValidationError("--small-m-n-tiles is 1 or 2, --small-m-warps 4 or 8")
+            }
             if let layers, !layers.split(separator: ",").allSatisfy({ ["qkv", "o", "gate_up", "down"].contains(String($0)) }) {
                 throw ValidationError("--layers takes qkv, o, gate_up and down")
             }

@@ -11,9 +11,10 @@
 // Operand roles are swapped (Y^T = W . A^T) so that the 16-row side of the mma is N and the
 // 8-column side is the few tokens of a decode step: no tensor-core work is wasted at M = 1..8.
 //
-// Work split: a block of 8 warps (4 at M <= 8 where that fills the GPU better) owns NT n-tiles
-// of 16 output channels and 8*MT tokens; its warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
+// Work split: a block of 8 warps owns NT n-tiles of 16 output channels and 8*MT tokens; its
+// warps take K-blocks round-robin and reduce through shared memory at the end, so the whole
 // grid streams the weights once, N/(16 NT) blocks wide, with no atomics and no second kernel.
+// (Blocks of 4 warps exist at M <= 8 for benchmarks, `SmallMTuning`; on an H100 they never won.)
 // Weight scales are fp16 in the tile layout [k_block][n_tile][16 rows].
 //
 // Channel order inside a K-block: the mma's k index (step s, half h, lane t, byte j) is bound
@@ -257,8 +258,8 @@ COMET_DEVICE void w4ax_prefetch_first_groups(const uint4* W, const __half* scale
 }
 
 // One entry point per (block size, m-tiles, n-tiles per warp, warps per block); the launcher
-// picks MT from M and NT and WARPS from N. G (K-blocks in flight per warp) trades registers for
-// memory parallelism.
+// picks MT from M and NT from N, and 8 warps unless a benchmark fixes them. G (K-blocks in
+// flight per warp) trades registers for memory parallelism.
 #define W4AX_SMALL_M(BS, MT, NT, G, PIPELINED, WARPS)                                                 \
     extern "C" __global__ void __launch_bounds__(WARPS * 32) w4ax_small_m_bs##BS##_mt##MT##_nt##NT##_w##WARPS( \
         const uint4* W, const __half* scale_w, const uint8_t* a4, const int8_t* a8,                 \
