@@ -40,11 +40,11 @@ awk '
   /^ +\/\*[0-9a-f]+\*\// {
     op = $2; if (op ~ /^@/) op = $3; sub(/\..*/, "", op)
     n[op]++; n["all"]++
-    if ($0 ~ /WARPGROUP\.DEPBAR/) n["DEPBAR"]++
+    if ($0 ~ /WARPGROUP\.DEPBAR/) n["WGWAIT"]++
   }
   function report() {
-    printf "%-52s %6d instr  IGMMA %3d  DEPBAR %3d  IMMA %3d  HMMA %3d  LDS %4d  STS %4d  LD %4d  ST %4d  I2F %4d\n",
-      name, n["all"], n["IGMMA"], n["DEPBAR"], n["IMMA"], n["HMMA"], n["LDS"], n["STS"], n["LD"], n["ST"], n["I2F"] + n["I2FP"]
+    printf "%-52s %6d instr  IGMMA %3d  wgmma waits %3d  IMMA %3d  HMMA %3d  LDS %4d  STS %4d  LD %4d  ST %4d  I2F %4d\n",
+      name, n["all"], n["IGMMA"], n["WGWAIT"], n["IMMA"], n["HMMA"], n["LDS"], n["STS"], n["LD"], n["ST"], n["I2F"] + n["I2FP"]
   }
   END { if (name) report() }
 ' "$work/all.sass"
