@@ -54,6 +54,18 @@ func runComet(_ arguments: [String], environment: [String: String]? = nil) throw
         #expect(status != 0 && output.contains("--mib must be between"))
     }
 
+    /// `bench gemm` takes only the small-M shapes that exist (W4AxGemm.SmallMTuning), and the
+    /// dependent launch, on by default, can be turned off: the flag parses either way (an unknown
+    /// one would fail before validation with another message).
+    @Test func benchGemmValidatesSmallMShapesAndTakesTheDependentLaunchFlags() throws {
+        let message = "--small-m-n-tiles is 1 or 2, --small-m-warps 4 or 8"
+        for arguments in [["--small-m-n-tiles", "3"], ["--small-m-warps", "5"], ["--no-dependent-launch", "--small-m-n-tiles", "0"],
+                          ["--dependent-launch", "--small-m-warps", "16"]] {
+            let (status, output) = try runComet(["bench", "gemm"] + arguments)
+            #expect(status != 0 && output.contains(message), "\(arguments): \(output)")
+        }
+    }
+
     @Test func serveAndBenchServeValidateTheirOptions() throws {
         for (arguments, message) in [
             (["serve", "--port", "70000"], "--port must be between 0 and 65535"),
